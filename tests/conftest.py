@@ -1,0 +1,56 @@
+"""Shared fixtures: tiny configs, small generated image sets, the offline MNIST copy."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from vae_core.config import Config
+from vae_core.data import Split, Splits
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def rectangles(n: int, size: int = 28, channels: int = 1, seed: int = 0) -> torch.Tensor:
+    """n uint8 images (N, C, size, size): one bright rectangle each on a dark background,
+    at a random place, of random extent and colour. Structured enough to learn quickly."""
+    g = torch.Generator().manual_seed(seed)
+    images = torch.zeros(n, channels, size, size, dtype=torch.uint8)
+    for i in range(n):
+        x0, y0 = torch.randint(0, size // 2, (2,), generator=g).tolist()
+        w, h = torch.randint(size // 4, size // 2, (2,), generator=g).tolist()
+        colour = torch.randint(128, 256, (channels, 1, 1), generator=g).to(torch.uint8)
+        images[i, :, y0:y0 + h, x0:x0 + w] = colour
+    return images
+
+
+def make_splits(n: int = 96, size: int = 28, channels: int = 1, seed: int = 0) -> Splits:
+    images = rectangles(n + n // 4 + n // 4, size, channels, seed)
+    labels = torch.arange(len(images)) % 10
+    a, b = n, n + n // 4
+    return Splits(Split(images[:a], labels[:a]), Split(images[a:b], labels[a:b]),
+                  Split(images[b:], labels[b:]))
+
+
+def tiny_config(**changes) -> Config:
+    """A config that trains in well under a second on CPU."""
+    values = {"arch": "mlp", "hidden_dims": [64], "latent_dim": 4, "epochs": 2,
+              "batch_size": 32, "device": "cpu", "iwae_samples": 4}
+    values.update(changes)
+    return Config.from_dict(values)
+
+
+@pytest.fixture
+def splits() -> Splits:
+    return make_splits()
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not (SHARED_DATA / "MNIST" / "raw" / "train-images-idx3-ubyte").is_file():
+        pytest.skip(f"the offline MNIST copy is not at {SHARED_DATA} (../shared/data beside "
+                    "the checkout)")
+    return SHARED_DATA

@@ -1,0 +1,197 @@
+"""Encoder/decoder networks, one family per seed tutorial.
+
+- `mlp`: fully connected D-500-500-z, after the TensorFlow MNIST tutorial (Zoltowski), with
+  the hidden activation selectable (the tutorial used sigmoid; softplus and relu are common).
+- `conv`: 4x4 stride-2 convolutions, 32-32-64-64 channels and a 256-wide bottleneck, after the
+  PyTorch CelebA 64 px notebook (its design from Burgess et al., "Understanding disentangling
+  in beta-VAE", 2018). Takes 28, 32 and 64 px (any size s * 2^k with 4 <= s <= 7).
+- `conv_bn`: 5x5 stride-2 convolutions with batch norm and ReLU, after the TensorFlow CelebA
+  128 px model (Royer, "variational auto-encoders", 2017): five blocks for 128 px, four for
+  64 px (any size 4 * 2^k with k <= number of channel stages).
+
+Encoders map images (B, C, H, W) to (B, 2 * latent_dim): posterior mean and log-variance.
+Decoders map z (B, latent_dim) to (B, C, H, W) pre-activation outputs; vae_core.model turns
+those into the likelihood's parameters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+# Channel widths per stride-2 stage when the config leaves `channels` unset.
+DEFAULT_CHANNELS = {"conv": (32, 32, 64, 64), "conv_bn": (32, 64, 128, 256, 512)}
+CONV_BOTTLENECK = 256  # the notebook's 256-wide code between convolutions and the linear head
+
+ACTIVATION_LAYERS: dict[str, Callable[[], nn.Module]] = {
+    "relu": nn.ReLU,
+    "leaky_relu": lambda: nn.LeakyReLU(0.2),
+    "elu": nn.ELU,
+    "softplus": nn.Softplus,
+    "tanh": nn.Tanh,
+    "sigmoid": nn.Sigmoid,
+}
+
+
+def _conv_stages(size: int, max_stages: int) -> tuple[int, int] | None:
+    """(stages, final side) for 4x4/stride-2 halvings down to a side of 4..7, or None."""
+    for stages in range(1, max_stages + 1):
+        side, rest = divmod(size, 2**stages)
+        if rest == 0 and 4 <= side <= 7:
+            return stages, side
+    return None
+
+
+def _conv_bn_stages(size: int, max_stages: int) -> int | None:
+    """Number of 5x5/stride-2 blocks that bring `size` down to exactly 4, or None."""
+    for stages in range(1, max_stages + 1):
+        if size == 4 * 2**stages:
+            return stages
+    return None
+
+
+def image_size_error(arch: str, size: int, channels: tuple[int, ...] | None) -> str | None:
+    """None if `arch` takes square images of `size` px, else what it does take."""
+    if arch == "mlp" or arch not in DEFAULT_CHANNELS:
+        return None
+    stages = len(channels or DEFAULT_CHANNELS[arch])
+    if arch == "conv":
+        if _conv_stages(size, stages) is None:
+            sizes = sorted({s * 2**k for k in range(1, stages + 1) for s in range(4, 8)})
+            return (f"the conv architecture with {stages} channel stages takes image sizes "
+                    f"{sizes} (28, 32 and 64 are the usual ones)")
+    elif _conv_bn_stages(size, stages) is None:
+        sizes = [4 * 2**k for k in range(1, stages + 1)]
+        return (f"the conv_bn architecture with {stages} channel stages takes image sizes "
+                f"{sizes} (64 and 128 are the usual ones)")
+    return None
+
+
+class MLPEncoder(nn.Module):
+    def __init__(self, channels: int, size: int, latent_dim: int, hidden: tuple[int, ...],
+                 activation: str) -> None:
+        super().__init__()
+        widths = (channels * size * size, *hidden)
+        layers: list[nn.Module] = [nn.Flatten()]
+        for w_in, w_out in zip(widths[:-1], widths[1:], strict=True):
+            layers += [nn.Linear(w_in, w_out), ACTIVATION_LAYERS[activation]()]
+        layers.append(nn.Linear(widths[-1], 2 * latent_dim))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)  # (B, 2 * latent_dim)
+
+
+class MLPDecoder(nn.Module):
+    def __init__(self, channels: int, size: int, latent_dim: int, hidden: tuple[int, ...],
+                 activation: str) -> None:
+        super().__init__()
+        widths = (latent_dim, *reversed(hidden))
+        layers: list[nn.Module] = []
+        for w_in, w_out in zip(widths[:-1], widths[1:], strict=True):
+            layers += [nn.Linear(w_in, w_out), ACTIVATION_LAYERS[activation]()]
+        layers += [nn.Linear(widths[-1], channels * size * size),
+                   nn.Unflatten(1, (channels, size, size))]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z)  # (B, C, H, W)
+
+
+class ConvEncoder(nn.Module):
+    def __init__(self, channels: int, size: int, latent_dim: int, widths: tuple[int, ...],
+                 activation: str) -> None:
+        super().__init__()
+        stages, side = _conv_stages(size, len(widths))  # type: ignore[misc]  # validated
+        act = ACTIVATION_LAYERS[activation]
+        layers: list[nn.Module] = []
+        for w_in, w_out in zip((channels, *widths), widths[:stages], strict=False):
+            layers += [nn.Conv2d(w_in, w_out, 4, stride=2, padding=1), act()]  # halves H, W
+        layers += [nn.Conv2d(widths[stages - 1], CONV_BOTTLENECK, side), act(),  # (B, 256, 1, 1)
+                   nn.Flatten(), nn.Linear(CONV_BOTTLENECK, 2 * latent_dim)]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)  # (B, 2 * latent_dim)
+
+
+class ConvDecoder(nn.Module):
+    def __init__(self, channels: int, size: int, latent_dim: int, widths: tuple[int, ...],
+                 activation: str) -> None:
+        super().__init__()
+        stages, side = _conv_stages(size, len(widths))  # type: ignore[misc]
+        act = ACTIVATION_LAYERS[activation]
+        up = widths[:stages][::-1]  # e.g. 64, 64, 32, 32
+        layers: list[nn.Module] = [
+            nn.Linear(latent_dim, CONV_BOTTLENECK), act(),
+            nn.Unflatten(1, (CONV_BOTTLENECK, 1, 1)),
+            nn.ConvTranspose2d(CONV_BOTTLENECK, up[0], side), act(),  # (B, up[0], side, side)
+        ]
+        for w_in, w_out in zip(up[:-1], up[1:], strict=True):
+            layers += [nn.ConvTranspose2d(w_in, w_out, 4, stride=2, padding=1), act()]
+        layers.append(nn.ConvTranspose2d(up[-1], channels, 4, stride=2, padding=1))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z)  # (B, C, H, W)
+
+
+def _bn_block(conv: nn.Module, width: int) -> list[nn.Module]:
+    return [conv, nn.BatchNorm2d(width), nn.ReLU()]
+
+
+class ConvBNEncoder(nn.Module):
+    def __init__(self, channels: int, size: int, latent_dim: int, widths: tuple[int, ...],
+                 activation: str) -> None:
+        super().__init__()
+        stages = _conv_bn_stages(size, len(widths))
+        assert stages is not None  # validated by the config
+        layers: list[nn.Module] = []
+        for w_in, w_out in zip((channels, *widths), widths[:stages], strict=False):
+            # 'SAME' padding as in the TF model: 5x5, stride 2, pad 2 halves H and W exactly
+            layers += _bn_block(nn.Conv2d(w_in, w_out, 5, stride=2, padding=2, bias=False), w_out)
+        layers += [nn.Flatten(), nn.Linear(widths[stages - 1] * 4 * 4, 2 * latent_dim)]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)  # (B, 2 * latent_dim)
+
+
+class ConvBNDecoder(nn.Module):
+    def __init__(self, channels: int, size: int, latent_dim: int, widths: tuple[int, ...],
+                 activation: str) -> None:
+        super().__init__()
+        stages = _conv_bn_stages(size, len(widths))
+        assert stages is not None
+        up = widths[:stages][::-1]
+        layers: list[nn.Module] = [nn.Unflatten(1, (latent_dim, 1, 1))]
+        layers += _bn_block(nn.ConvTranspose2d(latent_dim, up[0], 4, bias=False), up[0])  # 4x4
+        for w_in, w_out in zip(up[:-1], up[1:], strict=True):
+            conv = nn.ConvTranspose2d(w_in, w_out, 5, stride=2, padding=2, output_padding=1,
+                                      bias=False)  # doubles H and W
+            layers += _bn_block(conv, w_out)
+        layers.append(nn.ConvTranspose2d(up[-1], channels, 3, stride=2, padding=1,
+                                         output_padding=1))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z)  # (B, C, H, W)
+
+
+ARCHITECTURES: dict[str, tuple[type[nn.Module], type[nn.Module]]] = {
+    "mlp": (MLPEncoder, MLPDecoder),
+    "conv": (ConvEncoder, ConvDecoder),
+    "conv_bn": (ConvBNEncoder, ConvBNDecoder),
+}
+
+
+def build_networks(arch: str, channels: int, size: int, latent_dim: int, activation: str,
+                   hidden_dims: tuple[int, ...], widths: tuple[int, ...] | None,
+                   ) -> tuple[nn.Module, nn.Module]:
+    """The (encoder, decoder) pair of `arch` for square images of `size` px."""
+    encoder_cls, decoder_cls = ARCHITECTURES[arch]
+    shape = hidden_dims if arch == "mlp" else (widths or DEFAULT_CHANNELS[arch])
+    return (encoder_cls(channels, size, latent_dim, shape, activation),
+            decoder_cls(channels, size, latent_dim, shape, activation))

@@ -1,0 +1,180 @@
+"""`fit`: train one VAE from a Config, reporting through a callback after every epoch.
+
+The trainer knows nothing of trackers or schedulers: a sweep passes `on_epoch_end`, which gets
+the TrainState (metrics in `state.history[-1]`, `state.save(path)` for a checkpoint) and may
+return True to stop. With the same seed, CPU runs repeat bit for bit, and a run resumed from a
+checkpoint draws the same numbers as one that never stopped.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from vae_core.checkpoint import Checkpoint, read_checkpoint, save_checkpoint
+from vae_core.config import Config
+from vae_core.data import Splits, load_splits, shuffled_batches
+from vae_core.metrics import elbo_terms, evaluate, training_loss
+from vae_core.model import VAE, build_model
+
+EpochCallback = Callable[["TrainState"], bool | None]
+
+
+class DivergenceError(FloatingPointError):
+    """The loss or the gradients became NaN/inf; the message names the config and the step."""
+
+
+def select_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"train.device is {name!r} but no CUDA GPU is visible; "
+                           "use 'auto' or 'cpu'")
+    return device
+
+
+@dataclass
+class TrainState:
+    config: Config
+    model: VAE
+    optimizer: torch.optim.Optimizer
+    shuffle_rng: torch.Generator  # epoch order; on CPU
+    noise_rng: torch.Generator  # dequantisation and reparameterisation noise; on the device
+    epoch: int = 0  # epochs completed
+    step: int = 0  # optimiser steps taken
+    history: list[dict[str, Any]] = field(default_factory=list)
+    extra: dict[str, str] = field(default_factory=dict)  # caller's strings, kept in checkpoints
+
+    def checkpoint(self) -> Checkpoint:
+        return Checkpoint(
+            config=self.config, model_state=self.model.state_dict(),
+            optimizer_state=self.optimizer.state_dict(), epoch=self.epoch, step=self.step,
+            history=self.history, extra=self.extra,
+            rng={"shuffle": self.shuffle_rng.get_state(), "noise": self.noise_rng.get_state()})
+
+    def save(self, path: str | os.PathLike) -> None:
+        save_checkpoint(path, self.checkpoint())
+
+
+def _new_state(config: Config, device: torch.device) -> TrainState:
+    torch.manual_seed(config.train.seed)  # weight initialisation
+    model = build_model(config).to(device)
+    return TrainState(
+        config=config, model=model,
+        optimizer=torch.optim.Adam(model.parameters(), lr=config.train.lr),
+        shuffle_rng=torch.Generator().manual_seed(config.train.seed),
+        noise_rng=torch.Generator(device).manual_seed(config.train.seed + 1),
+    )
+
+
+def _restore_state(ckpt: Checkpoint, config: Config, device: torch.device) -> TrainState:
+    state = _new_state(config, device)
+    state.model.load_state_dict(ckpt.model_state)
+    if ckpt.optimizer_state is not None:
+        state.optimizer.load_state_dict(ckpt.optimizer_state)
+    if "shuffle" in ckpt.rng:
+        state.shuffle_rng.set_state(ckpt.rng["shuffle"])
+    if "noise" in ckpt.rng:
+        state.noise_rng.set_state(ckpt.rng["noise"])
+    state.epoch, state.step = ckpt.epoch, ckpt.step
+    state.history, state.extra = list(ckpt.history), dict(ckpt.extra)
+    return state
+
+
+def _train_epoch(state: TrainState, images: torch.Tensor, device: torch.device,
+                 bar: Any | None) -> float:
+    """One pass over `images` (uint8); returns the mean training loss per image."""
+    cfg, model = state.config.train, state.model
+    model.train()
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16,
+                              enabled=cfg.amp and device.type == "cuda")
+    total, seen = 0.0, 0
+    for index in shuffled_batches(len(images), cfg.batch_size, state.shuffle_rng):
+        x = model.coding.encode(images[index].to(device, non_blocking=True), state.noise_rng)
+        with autocast:
+            log_px, kl = elbo_terms(model, x, state.noise_rng)
+        loss = training_loss(log_px, kl, cfg.kl_weight)
+        state.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(
+            model.parameters(), cfg.grad_clip if cfg.grad_clip is not None else math.inf)
+        state.step += 1
+        loss_value = loss.item()
+        if not (math.isfinite(loss_value) and math.isfinite(grad_norm.item())):
+            _diverged(state, loss_value, grad_norm.item())
+        state.optimizer.step()
+        total += loss_value * len(index)
+        seen += len(index)
+        if bar is not None:
+            bar.update(len(index))
+            bar.set_postfix(loss=f"{loss_value:.1f}", refresh=False)
+    return total / seen
+
+
+def _diverged(state: TrainState, loss: float, grad_norm: float) -> None:
+    m, t = state.config.model, state.config.train
+    raise DivergenceError(
+        f"training diverged at epoch {state.epoch + 1}, step {state.step}: loss={loss}, "
+        f"grad_norm={grad_norm} (arch={m.arch}, latent_dim={m.latent_dim}, "
+        f"likelihood={m.likelihood}, sigma_x={m.sigma_x}, kl_weight={t.kl_weight}, lr={t.lr}, "
+        f"seed={t.seed}). Lower train.lr, raise sigma_x, or set train.grad_clip.")
+
+
+def _check_shapes(config: Config, data: Splits) -> None:
+    expected = (config.channels, config.image_size, config.image_size)
+    for name in ("train", "val", "test"):
+        images = getattr(data, name).images
+        if tuple(images.shape[1:]) != expected or images.dtype != torch.uint8:
+            raise ValueError(f"data.{name}: images are {images.dtype} {tuple(images.shape[1:])}"
+                             f", the config expects uint8 {expected} (C, H, W)")
+        if len(images) == 0:
+            raise ValueError(f"data.{name}: no images")
+
+
+def fit(config: Config, data: Splits | None = None, *,
+        on_epoch_end: EpochCallback | None = None,
+        resume_from: str | os.PathLike | Checkpoint | None = None,
+        progress: bool = False) -> TrainState:
+    """Train `config` on `data` (loaded from the config when None) for config.train.epochs.
+
+    resume_from: a checkpoint (path or object) to continue from; its epochs count towards
+    config.train.epochs. progress: show a tqdm bar per epoch on stderr.
+    """
+    device = select_device(config.train.device)
+    data = data if data is not None else load_splits(config)
+    _check_shapes(config, data)
+    if resume_from is not None:
+        ckpt = resume_from if isinstance(resume_from, Checkpoint) else read_checkpoint(resume_from)
+        state = _restore_state(ckpt, config, device)
+    else:
+        state = _new_state(config, device)
+    while state.epoch < config.train.epochs:
+        start = time.perf_counter()
+        bar = _progress_bar(state, len(data.train)) if progress else None
+        train_loss = _train_epoch(state, data.train.images, device, bar)
+        metrics = evaluate(state.model, data.val.images)  # same noise for every trial
+        state.epoch += 1
+        record = {"epoch": state.epoch, "step": state.step, "train_loss": train_loss, **metrics,
+                  "beta": config.train.kl_weight, "sigma_x": state.model.sigma_x,
+                  "epoch_seconds": time.perf_counter() - start}
+        state.history.append(record)
+        if bar is not None:
+            bar.set_postfix(loss=f"{train_loss:.1f}", val_bpd=f"{metrics['val_bpd']:.4f}")
+            bar.close()
+        if on_epoch_end is not None and on_epoch_end(state):
+            break
+    return state
+
+
+def _progress_bar(state: TrainState, n: int):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=n, unit="img", desc=f"epoch {state.epoch + 1}/{state.config.train.epochs}",
+                leave=True, dynamic_ncols=True)
