@@ -23,7 +23,7 @@ def rectangles(n: int, size: int = 28, channels: int = 1, seed: int = 0) -> torc
         x0, y0 = torch.randint(0, size // 2, (2,), generator=g).tolist()
         w, h = torch.randint(size // 4, size // 2, (2,), generator=g).tolist()
         colour = torch.randint(128, 256, (channels, 1, 1), generator=g).to(torch.uint8)
-        images[i, :, y0:y0 + h, x0:x0 + w] = colour
+        images[i, :, y0 : y0 + h, x0 : x0 + w] = colour
     return images
 
 
@@ -31,14 +31,24 @@ def make_splits(n: int = 96, size: int = 28, channels: int = 1, seed: int = 0) -
     images = rectangles(n + n // 4 + n // 4, size, channels, seed)
     labels = torch.arange(len(images)) % 10
     a, b = n, n + n // 4
-    return Splits(Split(images[:a], labels[:a]), Split(images[a:b], labels[a:b]),
-                  Split(images[b:], labels[b:]))
+    return Splits(
+        Split(images[:a], labels[:a]),
+        Split(images[a:b], labels[a:b]),
+        Split(images[b:], labels[b:]),
+    )
 
 
 def tiny_config(**changes) -> Config:
     """A config that trains in well under a second on CPU."""
-    values = {"arch": "mlp", "hidden_dims": [64], "latent_dim": 4, "epochs": 2,
-              "batch_size": 32, "device": "cpu", "iwae_samples": 4}
+    values = {
+        "arch": "mlp",
+        "hidden_dims": [64],
+        "latent_dim": 4,
+        "epochs": 2,
+        "batch_size": 32,
+        "device": "cpu",
+        "iwae_samples": 4,
+    }
     values.update(changes)
     return Config.from_dict(values)
 
@@ -51,6 +61,7 @@ def splits() -> Splits:
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not (SHARED_DATA / "MNIST" / "raw" / "train-images-idx3-ubyte").is_file():
-        pytest.skip(f"the offline MNIST copy is not at {SHARED_DATA} (../shared/data beside "
-                    "the checkout)")
+        pytest.skip(
+            f"the offline MNIST copy is not at {SHARED_DATA} (../shared/data beside the checkout)"
+        )
     return SHARED_DATA

@@ -40,8 +40,13 @@ def test_bad_configs_name_the_field_the_value_and_what_is_allowed(values, messag
 
 def test_flat_and_nested_dicts_build_the_same_config():
     flat = Config.from_dict({"latent_dim": 8, "kl_weight": 4.0, "dataset": "fashion_mnist"})
-    nested = Config.from_dict({"model": {"latent_dim": 8}, "train": {"kl_weight": 4.0},
-                               "data": {"dataset": "fashion_mnist"}})
+    nested = Config.from_dict(
+        {
+            "model": {"latent_dim": 8},
+            "train": {"kl_weight": 4.0},
+            "data": {"dataset": "fashion_mnist"},
+        }
+    )
     assert flat == nested
     assert flat.model.latent_dim == 8 and flat.train.kl_weight == 4.0
 

@@ -43,8 +43,10 @@ def test_posterior_log_prob_and_prior_log_prob(posterior):
 
 
 def test_reparameterised_sample_has_the_posterior_moments():
-    q = DiagonalGaussian(torch.tensor([[2.0, -1.0]]).expand(200_000, 2),
-                         torch.tensor([[math.log(0.25), math.log(4.0)]]).expand(200_000, 2))
+    q = DiagonalGaussian(
+        torch.tensor([[2.0, -1.0]]).expand(200_000, 2),
+        torch.tensor([[math.log(0.25), math.log(4.0)]]).expand(200_000, 2),
+    )
     z = q.sample(torch.Generator().manual_seed(0))
     torch.testing.assert_close(z.mean(0), torch.tensor([2.0, -1.0]), atol=0.02, rtol=0)
     torch.testing.assert_close(z.std(0), torch.tensor([0.5, 2.0]), atol=0.02, rtol=0)

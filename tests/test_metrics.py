@@ -31,8 +31,9 @@ def test_bpd_by_hand_for_one_image():
     nelbo = 10.0 + 4 * coding.log_det_per_dim
     assert math.isclose(to_bpd(nelbo, 4), 10 / (4 * math.log(2)) + 8, rel_tol=1e-12)
     signed = PixelCoding("gaussian", "signed")
-    assert math.isclose(to_bpd(10.0 + 4 * signed.log_det_per_dim, 4),
-                        10 / (4 * math.log(2)) + 7, rel_tol=1e-12)
+    assert math.isclose(
+        to_bpd(10.0 + 4 * signed.log_det_per_dim, 4), 10 / (4 * math.log(2)) + 7, rel_tol=1e-12
+    )
 
 
 def test_evaluate_matches_an_independent_computation(splits):
@@ -45,7 +46,7 @@ def test_evaluate_matches_an_independent_computation(splits):
     g = torch.Generator().manual_seed(5)
     nelbo, kl_total, sq = 0.0, 0.0, 0.0
     for start in range(0, len(images), 7):
-        u8 = images[start:start + 7]
+        u8 = images[start : start + 7]
         y = 2 * (u8.float() + torch.rand(u8.shape, generator=g)) / 256 - 1
         mean, logvar = model.encoder(y).chunk(2, dim=-1)
         q = Independent(Normal(mean, (0.5 * logvar).exp()), 1)

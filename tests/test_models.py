@@ -8,16 +8,22 @@ from vae_core import config as config_module
 from vae_core.config import ConfigError
 from vae_core.model import build_model
 
-CASES = [("mlp", 28), ("mlp", 32), ("conv", 28), ("conv", 32), ("conv", 64),
-         ("conv_bn", 64), ("conv_bn", 128)]
+CASES = [
+    ("mlp", 28),
+    ("mlp", 32),
+    ("conv", 28),
+    ("conv", 32),
+    ("conv", 64),
+    ("conv_bn", 64),
+    ("conv_bn", 128),
+]
 
 
 @pytest.mark.parametrize("channels", [1, 3])
 @pytest.mark.parametrize(("arch", "size"), CASES)
 def test_shapes_for_every_architecture_and_size(arch, size, channels, monkeypatch):
     monkeypatch.setitem(config_module.DATASETS, "mnist", (channels, 28))  # until RGB datasets
-    config = tiny_config(arch=arch, image_size=size, latent_dim=5, channels=None,
-                         hidden_dims=[32])
+    config = tiny_config(arch=arch, image_size=size, latent_dim=5, channels=None, hidden_dims=[32])
     model = build_model(config)
     x = torch.rand(3, channels, size, size)
     posterior, z, px_z = model(x)
@@ -29,8 +35,9 @@ def test_shapes_for_every_architecture_and_size(arch, size, channels, monkeypatc
 
 def test_conv_bn_has_five_batch_norm_blocks_at_128_px():
     model = build_model(tiny_config(arch="conv_bn", image_size=128))
-    strided = [m for m in model.encoder.modules()
-               if isinstance(m, torch.nn.Conv2d) and m.stride == (2, 2)]
+    strided = [
+        m for m in model.encoder.modules() if isinstance(m, torch.nn.Conv2d) and m.stride == (2, 2)
+    ]
     assert len(strided) == 5
     assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.encoder.modules()) == 5
 
@@ -39,20 +46,28 @@ def test_conv_follows_the_celeba_notebook_at_64_px():
     model = build_model(tiny_config(arch="conv", image_size=64))
     convs = [m for m in model.encoder.modules() if isinstance(m, torch.nn.Conv2d)]
     assert [(m.out_channels, m.kernel_size, m.stride) for m in convs] == [
-        (32, (4, 4), (2, 2)), (32, (4, 4), (2, 2)), (64, (4, 4), (2, 2)), (64, (4, 4), (2, 2)),
-        (256, (4, 4), (1, 1))]
+        (32, (4, 4), (2, 2)),
+        (32, (4, 4), (2, 2)),
+        (64, (4, 4), (2, 2)),
+        (64, (4, 4), (2, 2)),
+        (256, (4, 4), (1, 1)),
+    ]
 
 
 def test_mlp_is_784_500_500_z_by_default():
     config = tiny_config(arch="mlp", hidden_dims=[500, 500], latent_dim=20)
-    linears = [m for m in build_model(config).encoder.modules()
-               if isinstance(m, torch.nn.Linear)]
-    assert [(m.in_features, m.out_features) for m in linears] == [(784, 500), (500, 500),
-                                                                  (500, 40)]
+    linears = [m for m in build_model(config).encoder.modules() if isinstance(m, torch.nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linears] == [
+        (784, 500),
+        (500, 500),
+        (500, 40),
+    ]
 
 
-@pytest.mark.parametrize(("arch", "size"), [("conv", 100), ("conv", 18), ("conv_bn", 28),
-                                            ("conv_bn", 256), ("conv_bn", 96)])
+@pytest.mark.parametrize(
+    ("arch", "size"),
+    [("conv", 100), ("conv", 18), ("conv_bn", 28), ("conv_bn", 256), ("conv_bn", 96)],
+)
 def test_sizes_an_architecture_cannot_take_are_refused_by_name(arch, size):
     with pytest.raises(ConfigError, match=rf"data.image_size: got {size}; the {arch} arch"):
         tiny_config(arch=arch, image_size=size)

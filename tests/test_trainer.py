@@ -18,8 +18,16 @@ def _weights(state):
 def test_one_batch_overfits():
     batch = make_splits(16).train
     one_batch = Splits(batch, batch, batch)
-    config = tiny_config(arch="mlp", hidden_dims=[256], latent_dim=8, batch_size=16, epochs=300,
-                         lr=3e-3, kl_weight=0.01, likelihood="gaussian_learned")
+    config = tiny_config(
+        arch="mlp",
+        hidden_dims=[256],
+        latent_dim=8,
+        batch_size=16,
+        epochs=300,
+        lr=3e-3,
+        kl_weight=0.01,
+        likelihood="gaussian_learned",
+    )
     history = fit(config, one_batch).history
     first, last = history[0], history[-1]
     assert last["val_mse"] < 0.1 * first["val_mse"]
@@ -43,13 +51,15 @@ def test_resumed_run_equals_an_unbroken_one(arch, tmp_path):
     config = tiny_config(arch=arch, epochs=3, likelihood="gaussian_learned", **size)
     data = make_splits(size=config.image_size)
     unbroken = fit(config, data)
-    first = fit(config.replace(epochs=1), data,
-                on_epoch_end=lambda s: s.save(tmp_path / "ckpt.safetensors"))
+    first = fit(
+        config.replace(epochs=1),
+        data,
+        on_epoch_end=lambda s: s.save(tmp_path / "ckpt.safetensors"),
+    )
     resumed = fit(config, data, resume_from=tmp_path / "ckpt.safetensors")
     assert first.epoch == 1 and resumed.epoch == 3 and resumed.step == unbroken.step
     assert [r["val_bpd"] for r in resumed.history] == [r["val_bpd"] for r in unbroken.history]
-    for (name, wa), wb in zip(_weights(unbroken).items(), _weights(resumed).values(),
-                              strict=True):
+    for (name, wa), wb in zip(_weights(unbroken).items(), _weights(resumed).values(), strict=True):
         assert torch.equal(wa, wb), name
 
 
@@ -62,8 +72,19 @@ def test_callback_sees_each_epoch_and_can_stop(splits):
 
     state = fit(tiny_config(epochs=5), splits, on_epoch_end=on_epoch_end)
     assert [r["epoch"] for r in seen] == [1, 2] and state.epoch == 2
-    expected = {"epoch", "step", "train_loss", "val_bpd", "val_nelbo", "val_mse", "val_kl",
-                "active_units", "beta", "sigma_x", "epoch_seconds"}
+    expected = {
+        "epoch",
+        "step",
+        "train_loss",
+        "val_bpd",
+        "val_nelbo",
+        "val_mse",
+        "val_kl",
+        "active_units",
+        "beta",
+        "sigma_x",
+        "epoch_seconds",
+    }
     assert expected <= set(seen[0])
     assert all(math.isfinite(seen[-1][k]) for k in expected)
 
@@ -83,14 +104,19 @@ def test_divergence_stops_with_the_config_and_the_step(splits, tmp_path):
 
 def test_unlabelled_data_and_tiny_splits_train():
     splits = make_splits(size=32)
-    unlabelled = Splits(*(Split(s.images[:9], None) for s in (splits.train, splits.val,
-                                                             splits.test)))
-    state = fit(tiny_config(arch="conv_bn", image_size=32, channels=[4, 8, 8], batch_size=4),
-                unlabelled)
+    unlabelled = Splits(
+        *(Split(s.images[:9], None) for s in (splits.train, splits.val, splits.test))
+    )
+    state = fit(
+        tiny_config(arch="conv_bn", image_size=32, channels=[4, 8, 8], batch_size=4), unlabelled
+    )
     assert state.step == 2 * 2  # 9 images in batches of 4: 4, 5 (a lone image is folded in)
 
 
 def test_data_that_does_not_fit_the_config_is_refused_before_training(splits):
-    with pytest.raises(ValueError, match=r"data.train: images are torch.uint8 \(1, 28, 28\), "
-                                         r"the config expects uint8 \(1, 32, 32\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"data.train: images are torch.uint8 \(1, 28, 28\), "
+        r"the config expects uint8 \(1, 32, 32\)",
+    ):
         fit(tiny_config(image_size=32), splits)

@@ -11,7 +11,22 @@ from vae_core.model import VAE, build_model
 from vae_core.trainer import DivergenceError, TrainState, fit
 
 __all__ = [
-    "VAE", "Checkpoint", "Config", "ConfigError", "DataConfig", "DatasetNotFoundError",
-    "DivergenceError", "ModelConfig", "Split", "Splits", "TrainConfig", "TrainState",
-    "build_model", "fit", "load_model", "load_splits", "read_checkpoint", "save_checkpoint",
+    "VAE",
+    "Checkpoint",
+    "Config",
+    "ConfigError",
+    "DataConfig",
+    "DatasetNotFoundError",
+    "DivergenceError",
+    "ModelConfig",
+    "Split",
+    "Splits",
+    "TrainConfig",
+    "TrainState",
+    "build_model",
+    "fit",
+    "load_model",
+    "load_splits",
+    "read_checkpoint",
+    "save_checkpoint",
 ]

@@ -60,18 +60,23 @@ def image_size_error(arch: str, size: int, channels: tuple[int, ...] | None) -> 
     if arch == "conv":
         if _conv_stages(size, stages) is None:
             sizes = sorted({s * 2**k for k in range(1, stages + 1) for s in range(4, 8)})
-            return (f"the conv architecture with {stages} channel stages takes image sizes "
-                    f"{sizes} (28, 32 and 64 are the usual ones)")
+            return (
+                f"the conv architecture with {stages} channel stages takes image sizes "
+                f"{sizes} (28, 32 and 64 are the usual ones)"
+            )
     elif _conv_bn_stages(size, stages) is None:
         sizes = [4 * 2**k for k in range(1, stages + 1)]
-        return (f"the conv_bn architecture with {stages} channel stages takes image sizes "
-                f"{sizes} (64 and 128 are the usual ones)")
+        return (
+            f"the conv_bn architecture with {stages} channel stages takes image sizes "
+            f"{sizes} (64 and 128 are the usual ones)"
+        )
     return None
 
 
 class MLPEncoder(nn.Module):
-    def __init__(self, channels: int, size: int, latent_dim: int, hidden: tuple[int, ...],
-                 activation: str) -> None:
+    def __init__(
+        self, channels: int, size: int, latent_dim: int, hidden: tuple[int, ...], activation: str
+    ) -> None:
         super().__init__()
         widths = (channels * size * size, *hidden)
         layers: list[nn.Module] = [nn.Flatten()]
@@ -85,15 +90,18 @@ class MLPEncoder(nn.Module):
 
 
 class MLPDecoder(nn.Module):
-    def __init__(self, channels: int, size: int, latent_dim: int, hidden: tuple[int, ...],
-                 activation: str) -> None:
+    def __init__(
+        self, channels: int, size: int, latent_dim: int, hidden: tuple[int, ...], activation: str
+    ) -> None:
         super().__init__()
         widths = (latent_dim, *reversed(hidden))
         layers: list[nn.Module] = []
         for w_in, w_out in zip(widths[:-1], widths[1:], strict=True):
             layers += [nn.Linear(w_in, w_out), ACTIVATION_LAYERS[activation]()]
-        layers += [nn.Linear(widths[-1], channels * size * size),
-                   nn.Unflatten(1, (channels, size, size))]
+        layers += [
+            nn.Linear(widths[-1], channels * size * size),
+            nn.Unflatten(1, (channels, size, size)),
+        ]
         self.net = nn.Sequential(*layers)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
@@ -101,16 +109,21 @@ class MLPDecoder(nn.Module):
 
 
 class ConvEncoder(nn.Module):
-    def __init__(self, channels: int, size: int, latent_dim: int, widths: tuple[int, ...],
-                 activation: str) -> None:
+    def __init__(
+        self, channels: int, size: int, latent_dim: int, widths: tuple[int, ...], activation: str
+    ) -> None:
         super().__init__()
         stages, side = _conv_stages(size, len(widths))  # type: ignore[misc]  # validated
         act = ACTIVATION_LAYERS[activation]
         layers: list[nn.Module] = []
         for w_in, w_out in zip((channels, *widths), widths[:stages], strict=False):
             layers += [nn.Conv2d(w_in, w_out, 4, stride=2, padding=1), act()]  # halves H, W
-        layers += [nn.Conv2d(widths[stages - 1], CONV_BOTTLENECK, side), act(),  # (B, 256, 1, 1)
-                   nn.Flatten(), nn.Linear(CONV_BOTTLENECK, 2 * latent_dim)]
+        layers += [
+            nn.Conv2d(widths[stages - 1], CONV_BOTTLENECK, side),
+            act(),  # (B, 256, 1, 1)
+            nn.Flatten(),
+            nn.Linear(CONV_BOTTLENECK, 2 * latent_dim),
+        ]
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -118,16 +131,19 @@ class ConvEncoder(nn.Module):
 
 
 class ConvDecoder(nn.Module):
-    def __init__(self, channels: int, size: int, latent_dim: int, widths: tuple[int, ...],
-                 activation: str) -> None:
+    def __init__(
+        self, channels: int, size: int, latent_dim: int, widths: tuple[int, ...], activation: str
+    ) -> None:
         super().__init__()
         stages, side = _conv_stages(size, len(widths))  # type: ignore[misc]
         act = ACTIVATION_LAYERS[activation]
         up = widths[:stages][::-1]  # e.g. 64, 64, 32, 32
         layers: list[nn.Module] = [
-            nn.Linear(latent_dim, CONV_BOTTLENECK), act(),
+            nn.Linear(latent_dim, CONV_BOTTLENECK),
+            act(),
             nn.Unflatten(1, (CONV_BOTTLENECK, 1, 1)),
-            nn.ConvTranspose2d(CONV_BOTTLENECK, up[0], side), act(),  # (B, up[0], side, side)
+            nn.ConvTranspose2d(CONV_BOTTLENECK, up[0], side),
+            act(),  # (B, up[0], side, side)
         ]
         for w_in, w_out in zip(up[:-1], up[1:], strict=True):
             layers += [nn.ConvTranspose2d(w_in, w_out, 4, stride=2, padding=1), act()]
@@ -143,8 +159,9 @@ def _bn_block(conv: nn.Module, width: int) -> list[nn.Module]:
 
 
 class ConvBNEncoder(nn.Module):
-    def __init__(self, channels: int, size: int, latent_dim: int, widths: tuple[int, ...],
-                 activation: str) -> None:
+    def __init__(
+        self, channels: int, size: int, latent_dim: int, widths: tuple[int, ...], activation: str
+    ) -> None:
         super().__init__()
         stages = _conv_bn_stages(size, len(widths))
         assert stages is not None  # validated by the config
@@ -160,8 +177,9 @@ class ConvBNEncoder(nn.Module):
 
 
 class ConvBNDecoder(nn.Module):
-    def __init__(self, channels: int, size: int, latent_dim: int, widths: tuple[int, ...],
-                 activation: str) -> None:
+    def __init__(
+        self, channels: int, size: int, latent_dim: int, widths: tuple[int, ...], activation: str
+    ) -> None:
         super().__init__()
         stages = _conv_bn_stages(size, len(widths))
         assert stages is not None
@@ -169,11 +187,13 @@ class ConvBNDecoder(nn.Module):
         layers: list[nn.Module] = [nn.Unflatten(1, (latent_dim, 1, 1))]
         layers += _bn_block(nn.ConvTranspose2d(latent_dim, up[0], 4, bias=False), up[0])  # 4x4
         for w_in, w_out in zip(up[:-1], up[1:], strict=True):
-            conv = nn.ConvTranspose2d(w_in, w_out, 5, stride=2, padding=2, output_padding=1,
-                                      bias=False)  # doubles H and W
+            conv = nn.ConvTranspose2d(
+                w_in, w_out, 5, stride=2, padding=2, output_padding=1, bias=False
+            )  # doubles H and W
             layers += _bn_block(conv, w_out)
-        layers.append(nn.ConvTranspose2d(up[-1], channels, 3, stride=2, padding=1,
-                                         output_padding=1))
+        layers.append(
+            nn.ConvTranspose2d(up[-1], channels, 3, stride=2, padding=1, output_padding=1)
+        )
         self.net = nn.Sequential(*layers)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
@@ -187,11 +207,19 @@ ARCHITECTURES: dict[str, tuple[type[nn.Module], type[nn.Module]]] = {
 }
 
 
-def build_networks(arch: str, channels: int, size: int, latent_dim: int, activation: str,
-                   hidden_dims: tuple[int, ...], widths: tuple[int, ...] | None,
-                   ) -> tuple[nn.Module, nn.Module]:
+def build_networks(
+    arch: str,
+    channels: int,
+    size: int,
+    latent_dim: int,
+    activation: str,
+    hidden_dims: tuple[int, ...],
+    widths: tuple[int, ...] | None,
+) -> tuple[nn.Module, nn.Module]:
     """The (encoder, decoder) pair of `arch` for square images of `size` px."""
     encoder_cls, decoder_cls = ARCHITECTURES[arch]
     shape = hidden_dims if arch == "mlp" else (widths or DEFAULT_CHANNELS[arch])
-    return (encoder_cls(channels, size, latent_dim, shape, activation),
-            decoder_cls(channels, size, latent_dim, shape, activation))
+    return (
+        encoder_cls(channels, size, latent_dim, shape, activation),
+        decoder_cls(channels, size, latent_dim, shape, activation),
+    )

@@ -82,8 +82,10 @@ def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
     except (FileNotFoundError, SafetensorError, OSError) as err:
         raise CheckpointError(f"{path}: cannot read as a safetensors checkpoint ({err})") from err
     if metadata.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: not a vae-sweep checkpoint (format "
-                              f"{metadata.get('format')!r}, expected {FORMAT!r})")
+        raise CheckpointError(
+            f"{path}: not a vae-sweep checkpoint (format "
+            f"{metadata.get('format')!r}, expected {FORMAT!r})"
+        )
     parts: dict[str, dict[str, torch.Tensor]] = {"model": {}, "rng": {}, "optim": {}}
     for key, value in tensors.items():
         kind, name = key.split(".", 1)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,30 +40,41 @@ class ModelConfig:
     arch: str = _field("conv", "network family: mlp | conv | conv_bn")
     latent_dim: int = _field(16, "size of the latent code z")
     likelihood: str = _field(
-        "gaussian", "p(x|z): gaussian (fixed sigma_x) | gaussian_learned (one shared, learned "
-        "sigma_x) | bernoulli (binarised pixels)")
+        "gaussian",
+        "p(x|z): gaussian (fixed sigma_x) | gaussian_learned (one shared, learned "
+        "sigma_x) | bernoulli (binarised pixels)",
+    )
     sigma_x: float = _field(
-        0.1, "decoder noise std on the [0, 1] pixel scale (the initial value when learned)")
+        0.1, "decoder noise std on the [0, 1] pixel scale (the initial value when learned)"
+    )
     activation: str = _field(
-        "relu", "hidden activation of mlp and conv: relu | leaky_relu | elu | softplus | tanh | "
-        "sigmoid (conv_bn always uses relu + batch norm)")
+        "relu",
+        "hidden activation of mlp and conv: relu | leaky_relu | elu | softplus | tanh | "
+        "sigmoid (conv_bn always uses relu + batch norm)",
+    )
     hidden_dims: tuple[int, ...] = _field((500, 500), "mlp hidden widths (784-500-500-z)")
     channels: tuple[int, ...] | None = _field(
-        None, "conv / conv_bn widths per stride-2 stage; default 32 32 64 64 (conv), "
-        "32 64 128 256 512 (conv_bn)")
+        None,
+        "conv / conv_bn widths per stride-2 stage; default 32 32 64 64 (conv), "
+        "32 64 128 256 512 (conv_bn)",
+    )
 
 
 @dataclass
 class DataConfig:
     dataset: str = _field("mnist", "dataset name: " + " | ".join(DATASETS))
     data_root: str | None = _field(
-        None, "folder holding the datasets (torchvision layout); default $VAE_DATA_ROOT, "
-        "else ./data")
+        None,
+        "folder holding the datasets (torchvision layout); default $VAE_DATA_ROOT, else ./data",
+    )
     image_size: int | None = _field(
-        None, "square image side in px; default the dataset's own (resized once at load)")
+        None, "square image side in px; default the dataset's own (resized once at load)"
+    )
     pixel_range: str = _field(
-        "unit", "pixel scale inside the model: unit = [0, 1] (sigmoid decoder), signed = "
-        "[-1, 1] (tanh decoder, as the CelebA seeds)")
+        "unit",
+        "pixel scale inside the model: unit = [0, 1] (sigmoid decoder), signed = "
+        "[-1, 1] (tanh decoder, as the CelebA seeds)",
+    )
     val_fraction: float = _field(0.1, "share of the training split held out for val_* metrics")
     limit: int | None = _field(None, "use at most N images per split (quick runs, tests)")
     download: bool = _field(False, "let torchvision download a dataset that is missing")
@@ -74,15 +86,17 @@ class TrainConfig:
     batch_size: int = _field(128, "images per optimiser step")
     lr: float = _field(1e-3, "Adam learning rate")
     kl_weight: float = _field(
-        1.0, "beta: loss = -log p(x|z) + beta * KL(q(z|x) || N(0, I)), both summed over "
-        "dimensions, averaged over images; 1 is the plain ELBO")
+        1.0,
+        "beta: loss = -log p(x|z) + beta * KL(q(z|x) || N(0, I)), both summed over "
+        "dimensions, averaged over images; 1 is the plain ELBO",
+    )
     grad_clip: float | None = _field(
-        1000.0, "max global gradient norm, or null for none (losses are sums over pixels)")
+        1000.0, "max global gradient norm, or null for none (losses are sums over pixels)"
+    )
     seed: int = _field(0, "seeds weights, shuffling and noise: same seed, same numbers on CPU")
     device: str = _field("auto", "auto (cuda if present, else cpu) | cpu | cuda | cuda:N")
     amp: bool = _field(True, "bf16 autocast on GPU (ignored on CPU)")
-    iwae_samples: int = _field(
-        64, "k, importance samples per image for the final test_iwae_nll")
+    iwae_samples: int = _field(64, "k, importance samples per image for the final test_iwae_nll")
 
 
 SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig}
@@ -172,9 +186,7 @@ def _coerce(section: type, key: str, value: Any) -> Any:
     return value
 
 
-def _check(ok: bool, name: str, value: Any, allowed: str) -> None:
-    if not ok:
-        raise ConfigError(f"{name}: got {value!r}; {allowed}")
+Rule = tuple[Callable[[Any], bool], str]  # (accepts(value), what would be accepted)
 
 
 def _is_int(value: Any) -> bool:
@@ -185,49 +197,78 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
+def _one_of(choices: Any) -> Rule:
+    return lambda v: v in choices, f"expected one of {list(choices)}"
+
+
+def _int_at_least(low: int, or_none: bool = False) -> Rule:
+    allowed = f"expected an integer >= {low}" + (" or null" if or_none else "")
+    return lambda v: (or_none and v is None) or (_is_int(v) and v >= low), allowed
+
+
+def _positive(or_none: bool = False, note: str = "") -> Rule:
+    allowed = "expected a number > 0" + (" or null" if or_none else "") + note
+    return lambda v: (or_none and v is None) or (_is_number(v) and v > 0), allowed
+
+
+def _widths(v: Any) -> bool:
+    return v is None or (isinstance(v, tuple) and v and all(_is_int(w) and w >= 1 for w in v))
+
+
+# "section.field" -> (accepts(value), what would be accepted); checked in this order.
+RULES: dict[str, Rule] = {
+    "model.arch": _one_of(ARCHITECTURES),
+    "model.latent_dim": _int_at_least(1),
+    "model.likelihood": _one_of(LIKELIHOODS),
+    "model.sigma_x": _positive(note=" (decoder noise std on the [0, 1] pixel scale)"),
+    "model.activation": _one_of(ACTIVATIONS),
+    "model.hidden_dims": (_widths, "expected a non-empty list of integers >= 1"),
+    "model.channels": (_widths, "expected a non-empty list of integers >= 1, or null"),
+    "data.dataset": _one_of(DATASETS),
+    "data.pixel_range": _one_of(PIXEL_RANGES),
+    "data.image_size": _int_at_least(1, or_none=True),
+    "data.val_fraction": (
+        lambda v: _is_number(v) and 0 < v < 1,
+        "expected a number strictly between 0 and 1",
+    ),
+    "data.limit": _int_at_least(2, or_none=True),
+    "data.download": (lambda v: isinstance(v, bool), "expected true or false"),
+    "train.epochs": _int_at_least(1),
+    "train.batch_size": _int_at_least(1),
+    "train.lr": _positive(),
+    "train.kl_weight": (
+        lambda v: _is_number(v) and v >= 0,
+        "expected a number >= 0 (beta; 1 is the plain ELBO)",
+    ),
+    "train.grad_clip": _positive(or_none=True),
+    "train.seed": (_is_int, "expected an integer"),
+    "train.device": (
+        lambda v: v in ("auto", "cpu", "cuda") or str(v).startswith("cuda:"),
+        "expected auto, cpu, cuda or cuda:N",
+    ),
+    "train.amp": (lambda v: isinstance(v, bool), "expected true or false"),
+    "train.iwae_samples": _int_at_least(1),
+}
+
+
+def _fail(name: str, value: Any, allowed: str) -> None:
+    raise ConfigError(f"{name}: got {value!r}; {allowed}")
+
+
 def validate(config: Config) -> None:
     """Raise ConfigError naming the first field whose value cannot work."""
-    m, d, t = config.model, config.data, config.train
-    _check(m.arch in ARCHITECTURES, "model.arch", m.arch, f"expected one of {list(ARCHITECTURES)}")
-    _check(_is_int(m.latent_dim) and m.latent_dim >= 1, "model.latent_dim", m.latent_dim,
-           "expected an integer >= 1")
-    _check(m.likelihood in LIKELIHOODS, "model.likelihood", m.likelihood,
-           f"expected one of {list(LIKELIHOODS)}")
-    _check(_is_number(m.sigma_x) and m.sigma_x > 0, "model.sigma_x", m.sigma_x,
-           "expected a number > 0 (decoder noise std on the [0, 1] pixel scale)")
-    _check(m.activation in ACTIVATIONS, "model.activation", m.activation,
-           f"expected one of {list(ACTIVATIONS)}")
-    for name, widths in (("model.hidden_dims", m.hidden_dims), ("model.channels", m.channels)):
-        if widths is not None:
-            _check(isinstance(widths, tuple) and len(widths) > 0
-                   and all(_is_int(w) and w >= 1 for w in widths),
-                   name, widths, "expected a non-empty list of integers >= 1")
-
-    _check(d.dataset in DATASETS, "data.dataset", d.dataset, f"expected one of {list(DATASETS)}")
-    _check(d.pixel_range in PIXEL_RANGES, "data.pixel_range", d.pixel_range,
-           f"expected one of {list(PIXEL_RANGES)}")
-    _check(not (m.likelihood == "bernoulli" and d.pixel_range != "unit"), "data.pixel_range",
-           d.pixel_range, "the bernoulli likelihood models pixels in [0, 1]: use 'unit'")
-    _check(d.image_size is None or (_is_int(d.image_size) and d.image_size >= 1),
-           "data.image_size", d.image_size, "expected an integer >= 1 or null (native size)")
-    _check(_is_number(d.val_fraction) and 0 < d.val_fraction < 1, "data.val_fraction",
-           d.val_fraction, "expected a number strictly between 0 and 1")
-    _check(d.limit is None or (_is_int(d.limit) and d.limit >= 2), "data.limit", d.limit,
-           "expected an integer >= 2 or null (all images)")
-    size_problem = image_size_error(m.arch, config.image_size, m.channels)
-    _check(size_problem is None, "data.image_size", config.image_size, size_problem or "")
-
-    _check(_is_int(t.epochs) and t.epochs >= 1, "train.epochs", t.epochs, "expected an integer >= 1")
-    _check(_is_int(t.batch_size) and t.batch_size >= 1, "train.batch_size", t.batch_size,
-           "expected an integer >= 1")
-    _check(_is_number(t.lr) and t.lr > 0, "train.lr", t.lr, "expected a number > 0")
-    _check(_is_number(t.kl_weight) and t.kl_weight >= 0, "train.kl_weight", t.kl_weight,
-           "expected a number >= 0 (beta; 1 is the plain ELBO)")
-    _check(t.grad_clip is None or (_is_number(t.grad_clip) and t.grad_clip > 0), "train.grad_clip",
-           t.grad_clip, "expected a number > 0 or null (no clipping)")
-    _check(_is_int(t.seed), "train.seed", t.seed, "expected an integer")
-    _check(t.device in ("auto", "cpu", "cuda") or str(t.device).startswith("cuda:"),
-           "train.device", t.device, "expected auto, cpu, cuda or cuda:N")
-    _check(isinstance(t.amp, bool), "train.amp", t.amp, "expected true or false")
-    _check(_is_int(t.iwae_samples) and t.iwae_samples >= 1, "train.iwae_samples", t.iwae_samples,
-           "expected an integer >= 1")
+    for name, (accepts, allowed) in RULES.items():
+        section, key = name.split(".")
+        value = getattr(getattr(config, section), key)
+        if not accepts(value):
+            _fail(name, value, allowed)
+    # Rules that involve two fields.
+    if config.model.likelihood == "bernoulli" and config.data.pixel_range != "unit":
+        _fail(
+            "data.pixel_range",
+            config.data.pixel_range,
+            "the bernoulli likelihood models pixels in [0, 1]: use 'unit'",
+        )
+    problem = image_size_error(config.model.arch, config.image_size, config.model.channels)
+    if problem is not None:
+        _fail("data.image_size", config.image_size, problem)

@@ -22,8 +22,12 @@ VAL_SPLIT_SEED = 1234  # fixed on purpose: the val split must not move with trai
 
 # dataset name -> torchvision class name (also its folder under the data root)
 TORCHVISION_DATASETS = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST"}
-IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
-             "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+IDX_FILES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
 
 
 class DatasetNotFoundError(FileNotFoundError):
@@ -60,7 +64,8 @@ def _check_torchvision_files(name: str, root: Path) -> None:
             f"dataset '{name}' not found: expected the uncompressed files {', '.join(missing)} "
             f"in {folder} (torchvision layout: <data-root>/{TORCHVISION_DATASETS[name]}/raw/). "
             f"Point --data-root (or ${DATA_ROOT_ENV}) at the folder that holds "
-            f"{TORCHVISION_DATASETS[name]}/, or pass --download to fetch it there.")
+            f"{TORCHVISION_DATASETS[name]}/, or pass --download to fetch it there."
+        )
 
 
 def _load_torchvision(name: str, root: Path, download: bool) -> tuple[Split, Split]:
@@ -80,9 +85,16 @@ def resize(images: torch.Tensor, size: int) -> torch.Tensor:
     """uint8 (N, C, h, w) -> uint8 (N, C, size, size), antialiased bilinear, done once."""
     if images.shape[-1] == size and images.shape[-2] == size:
         return images
-    out = [F.interpolate(images[s].float(), size=(size, size), mode="bilinear",
-                         antialias=True, align_corners=False)
-           for s in (slice(i, i + 4096) for i in range(0, len(images), 4096))]
+    out = [
+        F.interpolate(
+            images[s].float(),
+            size=(size, size),
+            mode="bilinear",
+            antialias=True,
+            align_corners=False,
+        )
+        for s in (slice(i, i + 4096) for i in range(0, len(images), 4096))
+    ]
     return torch.cat(out).round().clamp(0, 255).to(torch.uint8)
 
 
@@ -109,8 +121,11 @@ def load_splits(config: Config) -> Splits:
     return Splits(*parts)
 
 
-def shuffled_batches(n: int, batch_size: int, generator: torch.Generator,
-                     ) -> list[torch.Tensor]:
+def shuffled_batches(
+    n: int,
+    batch_size: int,
+    generator: torch.Generator,
+) -> list[torch.Tensor]:
     """Index batches of one epoch over n items, reshuffled by `generator`.
 
     Keeps the last, smaller batch (dropping it would silently skip images on small data) but

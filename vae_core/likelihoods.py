@@ -36,8 +36,9 @@ class DiagonalGaussian:
 
     def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
         """Reparameterised z = mean + std * eps, eps ~ N(0, I): differentiable in both."""
-        eps = torch.randn(self.mean.shape, generator=generator, device=self.mean.device,
-                          dtype=self.mean.dtype)
+        eps = torch.randn(
+            self.mean.shape, generator=generator, device=self.mean.device, dtype=self.mean.dtype
+        )
         return self.mean + self.std * eps
 
     def mode(self) -> torch.Tensor:
@@ -125,8 +126,9 @@ class PixelCoding:
         """
         return 0.0 if self.likelihood == "bernoulli" else math.log(256.0 / self.scale)
 
-    def encode(self, x: torch.Tensor, generator: torch.Generator | None = None,
-               dequantize: bool = True) -> torch.Tensor:
+    def encode(
+        self, x: torch.Tensor, generator: torch.Generator | None = None, dequantize: bool = True
+    ) -> torch.Tensor:
         """uint8 (B, C, H, W) -> float model-space pixels on x's device."""
         if self.likelihood == "bernoulli":
             return (x >= 128).float()

@@ -32,8 +32,11 @@ LN2 = math.log(2.0)
 ACTIVE_UNIT_THRESHOLD = 0.01
 
 
-def elbo_terms(model: VAE, x: torch.Tensor, generator: torch.Generator | None = None,
-               ) -> tuple[torch.Tensor, torch.Tensor]:
+def elbo_terms(
+    model: VAE,
+    x: torch.Tensor,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(log p(x|z), KL) for model-space x, each of shape (B,) in nats."""
     posterior, _, px_z = model(x, generator)
     return px_z.log_prob(x), posterior.kl()
@@ -54,8 +57,9 @@ def index_batches(n: int, batch_size: int) -> Iterator[slice]:
 
 
 @torch.no_grad()
-def evaluate(model: VAE, images: torch.Tensor, batch_size: int = 500, seed: int = 0,
-             prefix: str = "val_") -> dict[str, float]:
+def evaluate(
+    model: VAE, images: torch.Tensor, batch_size: int = 500, seed: int = 0, prefix: str = "val_"
+) -> dict[str, float]:
     """Beta-free metrics of `images` (uint8, (N, C, H, W)); deterministic for a given seed.
 
     The dequantisation noise and the posterior sample come from a generator seeded with
@@ -91,8 +95,10 @@ def evaluate(model: VAE, images: torch.Tensor, batch_size: int = 500, seed: int 
     }
 
 
-def active_units(posterior_means: torch.Tensor, threshold: float = ACTIVE_UNIT_THRESHOLD,
-                 ) -> int:
+def active_units(
+    posterior_means: torch.Tensor,
+    threshold: float = ACTIVE_UNIT_THRESHOLD,
+) -> int:
     """Latent dimensions whose posterior mean varies across the data: Cov_x(E[z|x]) > 0.01."""
     if len(posterior_means) < 2:
         return 0
@@ -100,8 +106,9 @@ def active_units(posterior_means: torch.Tensor, threshold: float = ACTIVE_UNIT_T
 
 
 @torch.no_grad()
-def iwae_nll(model: VAE, images: torch.Tensor, k: int, seed: int = 0,
-             decodes_per_batch: int = 2048) -> float:
+def iwae_nll(
+    model: VAE, images: torch.Tensor, k: int, seed: int = 0, decodes_per_batch: int = 2048
+) -> float:
     """Importance-weighted NLL estimate with k samples, nats per image on the 8-bit scale.
 
     -log p(x) ~= -(logsumexp_i [log p(x|z_i) + log p(z_i) - log q(z_i|x)] - log k)

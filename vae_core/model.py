@@ -31,8 +31,14 @@ class VAE(nn.Module):
         self.image_shape = (config.channels, config.image_size, config.image_size)
         self.coding = PixelCoding(m.likelihood, config.data.pixel_range)
         self.encoder, self.decoder = build_networks(
-            m.arch, config.channels, config.image_size, m.latent_dim, m.activation,
-            m.hidden_dims, m.channels)
+            m.arch,
+            config.channels,
+            config.image_size,
+            m.latent_dim,
+            m.activation,
+            m.hidden_dims,
+            m.channels,
+        )
         if m.likelihood != "bernoulli":
             # sigma_x is given on the [0, 1] scale; the model works in its own pixel range.
             log_sigma = torch.tensor(math.log(m.sigma_x * self.coding.scale))
@@ -45,8 +51,9 @@ class VAE(nn.Module):
         mean, logvar = self.encoder(x).float().chunk(2, dim=-1)  # (B, Z) each
         return DiagonalGaussian(mean, logvar)
 
-    def reparameterize(self, posterior: DiagonalGaussian,
-                       generator: torch.Generator | None = None) -> torch.Tensor:
+    def reparameterize(
+        self, posterior: DiagonalGaussian, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         return posterior.sample(generator)
 
     def decode(self, z: torch.Tensor) -> PixelDistribution:
@@ -56,8 +63,11 @@ class VAE(nn.Module):
         mean = torch.tanh(out) if self.coding.pixel_range == "signed" else torch.sigmoid(out)
         return PixelGaussian(mean, self.log_sigma_x)
 
-    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None,
-                ) -> tuple[DiagonalGaussian, torch.Tensor, PixelDistribution]:
+    def forward(
+        self,
+        x: torch.Tensor,
+        generator: torch.Generator | None = None,
+    ) -> tuple[DiagonalGaussian, torch.Tensor, PixelDistribution]:
         posterior = self.encode(x)
         z = self.reparameterize(posterior, generator)
         return posterior, z, self.decode(z)

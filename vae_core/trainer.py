@@ -35,8 +35,9 @@ def select_device(name: str = "auto") -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"train.device is {name!r} but no CUDA GPU is visible; "
-                           "use 'auto' or 'cpu'")
+        raise RuntimeError(
+            f"train.device is {name!r} but no CUDA GPU is visible; use 'auto' or 'cpu'"
+        )
     return device
 
 
@@ -54,10 +55,15 @@ class TrainState:
 
     def checkpoint(self) -> Checkpoint:
         return Checkpoint(
-            config=self.config, model_state=self.model.state_dict(),
-            optimizer_state=self.optimizer.state_dict(), epoch=self.epoch, step=self.step,
-            history=self.history, extra=self.extra,
-            rng={"shuffle": self.shuffle_rng.get_state(), "noise": self.noise_rng.get_state()})
+            config=self.config,
+            model_state=self.model.state_dict(),
+            optimizer_state=self.optimizer.state_dict(),
+            epoch=self.epoch,
+            step=self.step,
+            history=self.history,
+            extra=self.extra,
+            rng={"shuffle": self.shuffle_rng.get_state(), "noise": self.noise_rng.get_state()},
+        )
 
     def save(self, path: str | os.PathLike) -> None:
         save_checkpoint(path, self.checkpoint())
@@ -67,7 +73,8 @@ def _new_state(config: Config, device: torch.device) -> TrainState:
     torch.manual_seed(config.train.seed)  # weight initialisation
     model = build_model(config).to(device)
     return TrainState(
-        config=config, model=model,
+        config=config,
+        model=model,
         optimizer=torch.optim.Adam(model.parameters(), lr=config.train.lr),
         shuffle_rng=torch.Generator().manual_seed(config.train.seed),
         noise_rng=torch.Generator(device).manual_seed(config.train.seed + 1),
@@ -88,13 +95,15 @@ def _restore_state(ckpt: Checkpoint, config: Config, device: torch.device) -> Tr
     return state
 
 
-def _train_epoch(state: TrainState, images: torch.Tensor, device: torch.device,
-                 bar: Any | None) -> float:
+def _train_epoch(
+    state: TrainState, images: torch.Tensor, device: torch.device, bar: Any | None
+) -> float:
     """One pass over `images` (uint8); returns the mean training loss per image."""
     cfg, model = state.config.train, state.model
     model.train()
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16,
-                              enabled=cfg.amp and device.type == "cuda")
+    autocast = torch.autocast(
+        "cuda", dtype=torch.bfloat16, enabled=cfg.amp and device.type == "cuda"
+    )
     total, seen = 0.0, 0
     for index in shuffled_batches(len(images), cfg.batch_size, state.shuffle_rng):
         x = model.coding.encode(images[index].to(device, non_blocking=True), state.noise_rng)
@@ -104,7 +113,8 @@ def _train_epoch(state: TrainState, images: torch.Tensor, device: torch.device,
         state.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(
-            model.parameters(), cfg.grad_clip if cfg.grad_clip is not None else math.inf)
+            model.parameters(), cfg.grad_clip if cfg.grad_clip is not None else math.inf
+        )
         state.step += 1
         loss_value = loss.item()
         if not (math.isfinite(loss_value) and math.isfinite(grad_norm.item())):
@@ -124,7 +134,8 @@ def _diverged(state: TrainState, loss: float, grad_norm: float) -> None:
         f"training diverged at epoch {state.epoch + 1}, step {state.step}: loss={loss}, "
         f"grad_norm={grad_norm} (arch={m.arch}, latent_dim={m.latent_dim}, "
         f"likelihood={m.likelihood}, sigma_x={m.sigma_x}, kl_weight={t.kl_weight}, lr={t.lr}, "
-        f"seed={t.seed}). Lower train.lr, raise sigma_x, or set train.grad_clip.")
+        f"seed={t.seed}). Lower train.lr, raise sigma_x, or set train.grad_clip."
+    )
 
 
 def _check_shapes(config: Config, data: Splits) -> None:
@@ -132,16 +143,22 @@ def _check_shapes(config: Config, data: Splits) -> None:
     for name in ("train", "val", "test"):
         images = getattr(data, name).images
         if tuple(images.shape[1:]) != expected or images.dtype != torch.uint8:
-            raise ValueError(f"data.{name}: images are {images.dtype} {tuple(images.shape[1:])}"
-                             f", the config expects uint8 {expected} (C, H, W)")
+            raise ValueError(
+                f"data.{name}: images are {images.dtype} {tuple(images.shape[1:])}"
+                f", the config expects uint8 {expected} (C, H, W)"
+            )
         if len(images) == 0:
             raise ValueError(f"data.{name}: no images")
 
 
-def fit(config: Config, data: Splits | None = None, *,
-        on_epoch_end: EpochCallback | None = None,
-        resume_from: str | os.PathLike | Checkpoint | None = None,
-        progress: bool = False) -> TrainState:
+def fit(
+    config: Config,
+    data: Splits | None = None,
+    *,
+    on_epoch_end: EpochCallback | None = None,
+    resume_from: str | os.PathLike | Checkpoint | None = None,
+    progress: bool = False,
+) -> TrainState:
     """Train `config` on `data` (loaded from the config when None) for config.train.epochs.
 
     resume_from: a checkpoint (path or object) to continue from; its epochs count towards
@@ -161,9 +178,15 @@ def fit(config: Config, data: Splits | None = None, *,
         train_loss = _train_epoch(state, data.train.images, device, bar)
         metrics = evaluate(state.model, data.val.images)  # same noise for every trial
         state.epoch += 1
-        record = {"epoch": state.epoch, "step": state.step, "train_loss": train_loss, **metrics,
-                  "beta": config.train.kl_weight, "sigma_x": state.model.sigma_x,
-                  "epoch_seconds": time.perf_counter() - start}
+        record = {
+            "epoch": state.epoch,
+            "step": state.step,
+            "train_loss": train_loss,
+            **metrics,
+            "beta": config.train.kl_weight,
+            "sigma_x": state.model.sigma_x,
+            "epoch_seconds": time.perf_counter() - start,
+        }
         state.history.append(record)
         if bar is not None:
             bar.set_postfix(loss=f"{train_loss:.1f}", val_bpd=f"{metrics['val_bpd']:.4f}")
@@ -176,5 +199,10 @@ def fit(config: Config, data: Splits | None = None, *,
 def _progress_bar(state: TrainState, n: int):
     from tqdm.auto import tqdm
 
-    return tqdm(total=n, unit="img", desc=f"epoch {state.epoch + 1}/{state.config.train.epochs}",
-                leave=True, dynamic_ncols=True)
+    return tqdm(
+        total=n,
+        unit="img",
+        desc=f"epoch {state.epoch + 1}/{state.config.train.epochs}",
+        leave=True,
+        dynamic_ncols=True,
+    )

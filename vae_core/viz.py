@@ -52,14 +52,15 @@ def _model_input(model: VAE, images: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def reconstruction_grid(model: VAE, images: torch.Tensor, path: str | os.PathLike,
-                        per_row: int = 8) -> Path:
+def reconstruction_grid(
+    model: VAE, images: torch.Tensor, path: str | os.PathLike, per_row: int = 8
+) -> Path:
     """Rows of inputs, each followed by a row of their reconstructions (uint8 inputs)."""
     x = _model_input(model, images)
     originals, recons = model.coding.to_unit(x), model.reconstruct(x)
     rows = []
     for start in range(0, len(x), per_row):
-        rows += [originals[start:start + per_row], recons[start:start + per_row]]
+        rows += [originals[start : start + per_row], recons[start : start + per_row]]
     return save_grid(torch.cat(rows), path, nrow=per_row)
 
 
@@ -71,8 +72,9 @@ def sample_grid(model: VAE, path: str | os.PathLike, n: int = 64, seed: int = 0)
 
 
 @torch.no_grad()
-def interpolation_grid(model: VAE, images: torch.Tensor, path: str | os.PathLike,
-                       steps: int = 10) -> Path:
+def interpolation_grid(
+    model: VAE, images: torch.Tensor, path: str | os.PathLike, steps: int = 10
+) -> Path:
     """One row per pair (images[2i], images[2i+1]): the two inputs at the ends, decoded
     linear interpolations of their posterior means between them."""
     x = _model_input(model, images[: len(images) // 2 * 2])
@@ -80,8 +82,7 @@ def interpolation_grid(model: VAE, images: torch.Tensor, path: str | os.PathLike
     start, end = z[0::2], z[1::2]  # (P, Z)
     w = torch.linspace(0, 1, steps, device=z.device)[:, None, None]  # (S, 1, 1)
     path_z = ((1 - w) * start + w * end).transpose(0, 1).reshape(-1, z.shape[1])  # (P*S, Z)
-    decoded = model.coding.to_unit(model.decode(path_z).mean).view(len(start), steps,
-                                                                   *x.shape[1:])
+    decoded = model.coding.to_unit(model.decode(path_z).mean).view(len(start), steps, *x.shape[1:])
     ends = model.coding.to_unit(x).view(len(start), 2, *x.shape[1:])
     rows = torch.cat([ends[:, :1], decoded, ends[:, 1:]], dim=1)  # (P, S+2, C, H, W)
     return save_grid(rows.flatten(0, 1), path, nrow=steps + 2)
@@ -90,12 +91,17 @@ def interpolation_grid(model: VAE, images: torch.Tensor, path: str | os.PathLike
 @torch.no_grad()
 def latent_means(model: VAE, images: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
     """Posterior means E[z|x] of uint8 images, (N, Z) on CPU."""
-    return torch.cat([model.encode(_model_input(model, images[i:i + batch_size])).mode().cpu()
-                      for i in range(0, len(images), batch_size)])
+    return torch.cat(
+        [
+            model.encode(_model_input(model, images[i : i + batch_size])).mode().cpu()
+            for i in range(0, len(images), batch_size)
+        ]
+    )
 
 
-def latent_scatter(model: VAE, split: Split, path: str | os.PathLike,
-                   max_points: int = 5000) -> Path:
+def latent_scatter(
+    model: VAE, split: Split, path: str | os.PathLike, max_points: int = 5000
+) -> Path:
     """Posterior means coloured by label: the two latent axes when latent_dim is 2, else the
     first two principal components."""
     import matplotlib
@@ -115,10 +121,11 @@ def latent_scatter(model: VAE, split: Split, path: str | os.PathLike,
         xy, axes = centred @ v[:2].T, ("PC 1 of E[z|x]", "PC 2 of E[z|x]")
     fig, ax = plt.subplots(figsize=(7, 6), dpi=100)
     labels = split.labels[:n].numpy() if split.labels is not None else None
-    points = ax.scatter(xy[:, 0].numpy(), xy[:, 1].numpy(), c=labels, cmap="tab10", s=4,
-                        alpha=0.7)
     if labels is not None:
+        points = ax.scatter(xy[:, 0], xy[:, 1], c=labels, cmap="tab10", s=4, alpha=0.7)
         fig.colorbar(points, ax=ax, label="label")
+    else:
+        ax.scatter(xy[:, 0], xy[:, 1], s=4, alpha=0.7)
     ax.set(xlabel=axes[0], ylabel=axes[1], title=f"posterior means of {n} images")
     tmp = _atomic_path(Path(path))
     fig.savefig(tmp, format="png", bbox_inches="tight")
@@ -132,8 +139,9 @@ def manifold_grid(model: VAE, path: str | os.PathLike, n: int = 20) -> Path:
     """Decoded n x n grid over a 2-D latent space, at the N(0, 1) quantiles 0.05 .. 0.95 (so
     the grid covers the prior's mass evenly, as in the Keras conv-VAE tutorial)."""
     if model.latent_dim != 2:
-        raise ValueError(f"the manifold grid needs latent_dim 2, this model has "
-                         f"{model.latent_dim}")
+        raise ValueError(
+            f"the manifold grid needs latent_dim 2, this model has {model.latent_dim}"
+        )
     q = torch.distributions.Normal(0.0, 1.0).icdf(torch.linspace(0.05, 0.95, n))
     zy, zx = torch.meshgrid(q.flip(0), q, indexing="ij")  # z[1] grows upwards
     z = torch.stack([zx.flatten(), zy.flatten()], 1).to(_device(model))  # (n*n, 2)
@@ -141,8 +149,14 @@ def manifold_grid(model: VAE, path: str | os.PathLike, n: int = 20) -> Path:
 
 
 @torch.no_grad()
-def nearest_neighbours_grid(model: VAE, train_images: torch.Tensor, path: str | os.PathLike,
-                            n: int = 8, k: int = 5, seed: int = 0) -> Path:
+def nearest_neighbours_grid(
+    model: VAE,
+    train_images: torch.Tensor,
+    path: str | os.PathLike,
+    n: int = 8,
+    k: int = 5,
+    seed: int = 0,
+) -> Path:
     """Each row: a sample from the prior, then its k nearest training images (L2 on [0, 1]
     pixels): does the model generate, or recall?"""
     device = _device(model)
@@ -150,11 +164,12 @@ def nearest_neighbours_grid(model: VAE, train_images: torch.Tensor, path: str | 
     best_d = torch.full((n, k), math.inf, device=device)
     best_i = torch.zeros((n, k), dtype=torch.long, device=device)
     for start in range(0, len(train_images), 4096):
-        chunk = train_images[start:start + 4096].to(device).flatten(1).float() / 255.0
+        chunk = train_images[start : start + 4096].to(device).flatten(1).float() / 255.0
         d = torch.cdist(samples, chunk)  # (n, chunk)
         d_all = torch.cat([best_d, d], 1)
-        i_all = torch.cat([best_i, torch.arange(start, start + len(chunk), device=device)
-                           .expand(n, -1)], 1)
+        i_all = torch.cat(
+            [best_i, torch.arange(start, start + len(chunk), device=device).expand(n, -1)], 1
+        )
         best_d, pos = d_all.topk(k, dim=1, largest=False)
         best_i = i_all.gather(1, pos)
     neighbours = train_images[best_i.cpu().flatten()].float() / 255.0  # (n*k, C, H, W)
@@ -163,8 +178,12 @@ def nearest_neighbours_grid(model: VAE, train_images: torch.Tensor, path: str | 
     return save_grid(rows.flatten(0, 1), path, nrow=k + 1)
 
 
-def write_all(model: VAE, data: Splits, out_dir: str | os.PathLike, seed: int = 0,
-              ) -> list[Path]:
+def write_all(
+    model: VAE,
+    data: Splits,
+    out_dir: str | os.PathLike,
+    seed: int = 0,
+) -> list[Path]:
     """Every picture that applies to `model`, under out_dir; returns the files written."""
     out = Path(out_dir)
     val = data.val.images
@@ -173,8 +192,9 @@ def write_all(model: VAE, data: Splits, out_dir: str | os.PathLike, seed: int = 
         sample_grid(model, out / "samples.png", seed=seed),
         interpolation_grid(model, val[:16], out / "interpolations.png"),
         latent_scatter(model, data.val, out / "latent_scatter.png"),
-        nearest_neighbours_grid(model, data.train.images, out / "nearest_neighbours.png",
-                                seed=seed),
+        nearest_neighbours_grid(
+            model, data.train.images, out / "nearest_neighbours.png", seed=seed
+        ),
     ]
     if model.latent_dim == 2:
         files.append(manifold_grid(model, out / "manifold.png"))

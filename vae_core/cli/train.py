@@ -45,27 +45,38 @@ def _add_field_flag(group: argparse._ArgumentGroup, f: dataclasses.Field) -> Non
     elif kind.startswith("tuple"):
         group.add_argument(flag, nargs="+", type=int, metavar="N", help=help_text)
     elif kind.endswith("| None"):
-        group.add_argument(flag, type=_optional(base), metavar=f.name.upper(),
-                           help=help_text)
+        group.add_argument(flag, type=_optional(base), metavar=f.name.upper(), help=help_text)
     else:
         group.add_argument(flag, type=base, metavar=f.name.upper(), help=help_text)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="vae-train", description=__doc__.split("\n\n")[0],
+        prog="vae-train",
+        description=__doc__.split("\n\n")[0],
         epilog="Every config field has a flag; a YAML file given with --config may set any of "
-               "them, flat (latent_dim: 8) or by section (model: {latent_dim: 8}).",
+        "them, flat (latent_dim: 8) or by section (model: {latent_dim: 8}).",
         argument_default=argparse.SUPPRESS,  # only flags actually given override the file
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     run = parser.add_argument_group("run")
     run.add_argument("--config", type=Path, metavar="FILE", help="YAML file of config fields")
-    run.add_argument("--out", type=Path, metavar="DIR",
-                     help="output folder (default: runs/<dataset>-<arch>-z<latent_dim>)")
-    run.add_argument("--resume", action="store_true",
-                     help="continue from --out/checkpoint.safetensors up to --epochs")
-    run.add_argument("--overwrite", action="store_true",
-                     help="start afresh even if --out already holds a checkpoint")
+    run.add_argument(
+        "--out",
+        type=Path,
+        metavar="DIR",
+        help="output folder (default: runs/<dataset>-<arch>-z<latent_dim>)",
+    )
+    run.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from --out/checkpoint.safetensors up to --epochs",
+    )
+    run.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start afresh even if --out already holds a checkpoint",
+    )
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
     for name, section in SECTIONS.items():
         group = parser.add_argument_group(name)
@@ -99,8 +110,9 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     if values is None:
         return {}
     if not isinstance(values, dict):
-        raise ConfigError(f"--config {path}: expected a mapping of config fields, "
-                          f"got {type(values).__name__}")
+        raise ConfigError(
+            f"--config {path}: expected a mapping of config fields, got {type(values).__name__}"
+        )
     return values
 
 
@@ -124,20 +136,30 @@ def run(args: argparse.Namespace) -> Path:
         resume = read_checkpoint(ckpt_path)  # CheckpointError names the file if absent
         config = config_from_args(args, base=resume.config)
     elif ckpt_path.exists() and not getattr(args, "overwrite", False):
-        raise ConfigError(f"--out {out} already holds a checkpoint: pass --resume to continue "
-                          "it, --overwrite to start afresh, or another --out")
+        raise ConfigError(
+            f"--out {out} already holds a checkpoint: pass --resume to continue "
+            "it, --overwrite to start afresh, or another --out"
+        )
     data = load_splits(config)  # fails fast, before any compute, if the files are missing
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
-    print(f"vae-train: {len(data.train)} train / {len(data.val)} val / {len(data.test)} test "
-          f"images of {config.data.dataset} -> {out}", file=sys.stderr)
+    print(
+        f"vae-train: {len(data.train)} train / {len(data.val)} val / {len(data.test)} test "
+        f"images of {config.data.dataset} -> {out}",
+        file=sys.stderr,
+    )
 
     def on_epoch_end(state: TrainState) -> None:
         state.save(ckpt_path)
         _write_json(out / "metrics.json", state.history)
 
-    state = fit(config, data, on_epoch_end=on_epoch_end, resume_from=resume,
-                progress=not getattr(args, "no_progress", False))
+    state = fit(
+        config,
+        data,
+        on_epoch_end=on_epoch_end,
+        resume_from=resume,
+        progress=not getattr(args, "no_progress", False),
+    )
     _finish(state, data, out)
     return out
 
@@ -152,13 +174,15 @@ def _finish(state: TrainState, data, out: Path) -> None:
     test["eval_seconds"] = time.perf_counter() - start
     _write_json(out / "test_metrics.json", test)
     last = state.history[-1]
-    print(f"vae-train: epoch {last['epoch']}: val_bpd {last['val_bpd']:.4f}, "
-          f"test_bpd {test['test_bpd']:.4f}, test_iwae_nll {test['test_iwae_nll']:.2f} nats "
-          f"(k={test['iwae_k']}), active units {last['active_units']}/"
-          f"{state.config.model.latent_dim}\n"
-          f"vae-train: wrote {out / 'metrics.json'}, {out / CHECKPOINT_NAME}, "
-          f"{out / 'test_metrics.json'} and {len(images)} images in {out / 'images'}",
-          file=sys.stderr)
+    print(
+        f"vae-train: epoch {last['epoch']}: val_bpd {last['val_bpd']:.4f}, "
+        f"test_bpd {test['test_bpd']:.4f}, test_iwae_nll {test['test_iwae_nll']:.2f} nats "
+        f"(k={test['iwae_k']}), active units {last['active_units']}/"
+        f"{state.config.model.latent_dim}\n"
+        f"vae-train: wrote {out / 'metrics.json'}, {out / CHECKPOINT_NAME}, "
+        f"{out / 'test_metrics.json'} and {len(images)} images in {out / 'images'}",
+        file=sys.stderr,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

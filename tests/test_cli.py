@@ -1,0 +1,129 @@
+"""`vae-train` end to end on a real MNIST subset, resume, YAML + flags, and its errors."""
+
+import json
+import shutil
+import subprocess
+
+import pytest
+
+from vae_core.checkpoint import load_model, read_checkpoint
+
+EPOCH_KEYS = {"epoch", "train_loss", "val_bpd", "val_nelbo", "val_mse", "val_kl", "active_units"}
+IMAGES = {
+    "reconstructions.png",
+    "samples.png",
+    "interpolations.png",
+    "latent_scatter.png",
+    "nearest_neighbours.png",
+    "manifold.png",
+}
+
+
+def vae_train(*args, cwd=None):
+    exe = shutil.which("vae-train")
+    assert exe, "vae-train is not on PATH: install the package with pip install -e ."
+    return subprocess.run(
+        [exe, *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=600
+    )
+
+
+@pytest.fixture(scope="module")
+def run(shared_data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "run"
+    result = vae_train(
+        "--dataset",
+        "mnist",
+        "--data-root",
+        shared_data,
+        "--limit",
+        600,
+        "--epochs",
+        2,
+        "--latent-dim",
+        2,
+        "--batch-size",
+        64,
+        "--iwae-samples",
+        4,
+        "--out",
+        out,
+    )
+    assert result.returncode == 0, result.stderr
+    return out, result, shared_data
+
+
+def test_writes_metrics_checkpoint_and_images(run):
+    out, result, _ = run
+    history = json.loads((out / "metrics.json").read_text())
+    assert [r["epoch"] for r in history] == [1, 2]
+    assert EPOCH_KEYS <= set(history[0])
+    assert history[1]["val_bpd"] < history[0]["val_bpd"]
+    test = json.loads((out / "test_metrics.json").read_text())
+    assert {"test_bpd", "test_iwae_nll", "iwae_k"} <= set(test) and test["iwae_k"] == 4
+    assert {p.name for p in (out / "images").iterdir()} == IMAGES
+    assert load_model(out).latent_dim == 2
+    assert "epoch 1/2" in result.stderr  # the per-epoch progress bar
+    assert "val_bpd" in result.stderr and str(out) in result.stderr
+
+
+def test_resume_continues_to_more_epochs(run, tmp_path):
+    out, _, shared = run
+    copy = tmp_path / "run"
+    shutil.copytree(out, copy)
+    result = vae_train(
+        "--out", copy, "--resume", "--epochs", 3, "--data-root", shared, "--no-progress"
+    )
+    assert result.returncode == 0, result.stderr
+    history = json.loads((copy / "metrics.json").read_text())
+    assert [r["epoch"] for r in history] == [1, 2, 3]
+    assert read_checkpoint(copy).config.model.latent_dim == 2  # taken from the checkpoint
+
+
+def test_existing_run_is_not_overwritten(run):
+    out, _, shared = run
+    before = (out / "checkpoint.safetensors").read_bytes()
+    result = vae_train("--out", out, "--data-root", shared, "--limit", 600)
+    assert result.returncode == 2
+    assert "already holds a checkpoint: pass --resume" in result.stderr
+    assert (out / "checkpoint.safetensors").read_bytes() == before
+
+
+def test_yaml_file_with_flags_on_top(shared_data, tmp_path):
+    (tmp_path / "run.yaml").write_text(
+        "model:\n  arch: mlp\n  latent_dim: 3\n  hidden_dims: [32]\n"
+        f"data:\n  data_root: {shared_data}\n  limit: 200\n"
+        "train:\n  epochs: 1\n  lr: 1e-3\n  iwae_samples: 2\n"
+    )
+    result = vae_train(
+        "--config",
+        tmp_path / "run.yaml",
+        "--latent-dim",
+        5,
+        "--out",
+        tmp_path / "out",
+        "--no-progress",
+    )
+    assert result.returncode == 0, result.stderr
+    config = read_checkpoint(tmp_path / "out").config
+    assert (config.model.arch, config.model.latent_dim, config.train.lr) == ("mlp", 5, 1e-3)
+
+
+def test_missing_dataset_fails_before_any_output(tmp_path):
+    result = vae_train("--data-root", tmp_path / "nowhere", "--out", tmp_path / "out")
+    assert result.returncode == 2
+    assert "dataset 'mnist' not found" in result.stderr and "--download" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--latent-dim", "0"], "model.latent_dim: got 0; expected an integer >= 1"),
+        (["--sigma-x", "-1"], "model.sigma_x: got -1.0; expected a number > 0"),
+        (["--arch", "conv_bn"], "data.image_size: got 28; the conv_bn architecture"),
+        (["--latent-dim", "two"], "argument --latent-dim: invalid int value: 'two'"),
+    ],
+)
+def test_bad_flags_exit_2_with_the_field_named(flags, message, tmp_path):
+    result = vae_train(*flags, "--out", tmp_path / "out")
+    assert result.returncode == 2 and message in result.stderr
