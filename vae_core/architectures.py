@@ -44,12 +44,19 @@ def _conv_stages(size: int, max_stages: int) -> tuple[int, int] | None:
     return None
 
 
-def _conv_bn_stages(size: int, max_stages: int) -> int | None:
-    """Number of 5x5/stride-2 blocks that bring `size` down to exactly 4, or None."""
+def _conv_bn_stages(size: int, max_stages: int) -> tuple[int, int] | None:
+    """(stages, 4) for 5x5/stride-2 blocks that bring `size` down to exactly 4, or None."""
     for stages in range(1, max_stages + 1):
         if size == 4 * 2**stages:
-            return stages
+            return stages, 4
     return None
+
+
+def _stages(rule, size: int, widths: tuple[int, ...]) -> tuple[int, int]:
+    found = rule(size, len(widths))
+    if found is None:  # the config's validation says this first, and better
+        raise ValueError(f"image size {size} does not fit {len(widths)} stride-2 stages")
+    return found
 
 
 def image_size_error(arch: str, size: int, channels: tuple[int, ...] | None) -> str | None:
@@ -113,7 +120,7 @@ class ConvEncoder(nn.Module):
         self, channels: int, size: int, latent_dim: int, widths: tuple[int, ...], activation: str
     ) -> None:
         super().__init__()
-        stages, side = _conv_stages(size, len(widths))  # type: ignore[misc]  # validated
+        stages, side = _stages(_conv_stages, size, widths)
         act = ACTIVATION_LAYERS[activation]
         layers: list[nn.Module] = []
         for w_in, w_out in zip((channels, *widths), widths[:stages], strict=False):
@@ -135,7 +142,7 @@ class ConvDecoder(nn.Module):
         self, channels: int, size: int, latent_dim: int, widths: tuple[int, ...], activation: str
     ) -> None:
         super().__init__()
-        stages, side = _conv_stages(size, len(widths))  # type: ignore[misc]
+        stages, side = _stages(_conv_stages, size, widths)
         act = ACTIVATION_LAYERS[activation]
         up = widths[:stages][::-1]  # e.g. 64, 64, 32, 32
         layers: list[nn.Module] = [
@@ -163,8 +170,7 @@ class ConvBNEncoder(nn.Module):
         self, channels: int, size: int, latent_dim: int, widths: tuple[int, ...], activation: str
     ) -> None:
         super().__init__()
-        stages = _conv_bn_stages(size, len(widths))
-        assert stages is not None  # validated by the config
+        stages, _ = _stages(_conv_bn_stages, size, widths)
         layers: list[nn.Module] = []
         for w_in, w_out in zip((channels, *widths), widths[:stages], strict=False):
             # 'SAME' padding as in the TF model: 5x5, stride 2, pad 2 halves H and W exactly
@@ -181,8 +187,7 @@ class ConvBNDecoder(nn.Module):
         self, channels: int, size: int, latent_dim: int, widths: tuple[int, ...], activation: str
     ) -> None:
         super().__init__()
-        stages = _conv_bn_stages(size, len(widths))
-        assert stages is not None
+        stages, _ = _stages(_conv_bn_stages, size, widths)
         up = widths[:stages][::-1]
         layers: list[nn.Module] = [nn.Unflatten(1, (latent_dim, 1, 1))]
         layers += _bn_block(nn.ConvTranspose2d(latent_dim, up[0], 4, bias=False), up[0])  # 4x4

@@ -13,9 +13,10 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
+from tqdm.auto import tqdm
 
 from vae_core.checkpoint import Checkpoint, read_checkpoint, save_checkpoint
 from vae_core.config import Config
@@ -128,7 +129,7 @@ def _train_epoch(
     return total / seen
 
 
-def _diverged(state: TrainState, loss: float, grad_norm: float) -> None:
+def _diverged(state: TrainState, loss: float, grad_norm: float) -> NoReturn:
     m, t = state.config.model, state.config.train
     raise DivergenceError(
         f"training diverged at epoch {state.epoch + 1}, step {state.step}: loss={loss}, "
@@ -174,7 +175,10 @@ def fit(
         state = _new_state(config, device)
     while state.epoch < config.train.epochs:
         start = time.perf_counter()
-        bar = _progress_bar(state, len(data.train)) if progress else None
+        bar = None
+        if progress:
+            desc = f"epoch {state.epoch + 1}/{config.train.epochs}"
+            bar = tqdm(total=len(data.train), unit="img", desc=desc, dynamic_ncols=True)
         train_loss = _train_epoch(state, data.train.images, device, bar)
         metrics = evaluate(state.model, data.val.images)  # same noise for every trial
         state.epoch += 1
@@ -194,15 +198,3 @@ def fit(
         if on_epoch_end is not None and on_epoch_end(state):
             break
     return state
-
-
-def _progress_bar(state: TrainState, n: int):
-    from tqdm.auto import tqdm
-
-    return tqdm(
-        total=n,
-        unit="img",
-        desc=f"epoch {state.epoch + 1}/{state.config.train.epochs}",
-        leave=True,
-        dynamic_ncols=True,
-    )
