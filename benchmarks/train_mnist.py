@@ -30,8 +30,9 @@ def baseline_epoch(config: Config, val_images: torch.Tensor, data_root: str) -> 
 
     dataset = datasets.MNIST(data_root, train=True, transform=transforms.ToTensor())
     n_train = len(dataset) - len(val_images)
-    loader = DataLoader(Subset(dataset, range(n_train)), batch_size=config.train.batch_size,
-                        shuffle=True)
+    loader = DataLoader(
+        Subset(dataset, range(n_train)), batch_size=config.train.batch_size, shuffle=True
+    )
     torch.manual_seed(config.train.seed)
     model = build_model(config)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.train.lr)
@@ -60,43 +61,55 @@ def main() -> None:
     }
     rows, seconds = [], []
     for name, changes in runs.items():
-        config = Config.from_dict({"dataset": "mnist", "data_root": args.data_root,
-                                   "arch": "conv", "latent_dim": 16, "epochs": args.epochs,
-                                   "device": "cpu", **changes})
+        config = Config.from_dict(
+            {
+                "dataset": "mnist",
+                "data_root": args.data_root,
+                "arch": "conv",
+                "latent_dim": 16,
+                "epochs": args.epochs,
+                "device": "cpu",
+                **changes,
+            }
+        )
         data = load_splits(config)
         history = fit(config, data, progress=True).history
         per_epoch = [r["epoch_seconds"] for r in history]
         seconds += per_epoch
         last = history[-1]
-        rows.append(f"| {name} | {args.epochs} | {last['val_bpd']:.3f} | {last['val_mse']:.4f} "
-                    f"| {last['val_kl']:.1f} | {last['active_units']}/16 "
-                    f"| {sum(per_epoch) / len(per_epoch):.1f} |")
+        rows.append(
+            f"| {name} | {args.epochs} | {last['val_bpd']:.3f} | {last['val_mse']:.4f} "
+            f"| {last['val_kl']:.1f} | {last['active_units']}/16 "
+            f"| {sum(per_epoch) / len(per_epoch):.1f} |"
+        )
         print(rows[-1], flush=True)
     base_config = Config.from_dict({"data_root": args.data_root, "device": "cpu"})
     baseline = baseline_epoch(base_config, data.val.images, args.data_root)
     ours = sum(seconds) / len(seconds)
-    section = "\n".join([
-        START,
-        "## vae-train on MNIST (conv, latent 16, batch 128, Adam 1e-3, CPU)",
-        "",
-        f"`python benchmarks/train_mnist.py --epochs {args.epochs}` on "
-        f"{torch.get_num_threads()} CPU threads ({platform.processor() or platform.machine()}), "
-        f"torch {torch.__version__}. 54,000 train / 6,000 val images; seconds per epoch "
-        "include the validation pass. val_bpd is the beta-free selection metric "
-        "(bernoulli's is over binarised pixels, not comparable with the gaussian rows).",
-        "",
-        "| run | epochs | val_bpd | val_mse | val_kl (nats) | active units | s/epoch |",
-        "|---|---|---|---|---|---|---|",
-        *rows,
-        "",
-        f"Epoch time against the seed notebooks' pipeline (torchvision MNIST + ToTensor + "
-        f"DataLoader, same model and evaluation, measured in the same process): "
-        f"baseline {baseline:.1f} s, vae_core {ours:.1f} s: **{baseline / ours:.2f}x**.",
-        END,
-    ])
+    section = "\n".join(
+        [
+            START,
+            "## vae-train on MNIST (conv, latent 16, batch 128, Adam 1e-3, CPU)",
+            "",
+            f"`python benchmarks/train_mnist.py --epochs {args.epochs}` on "
+            f"{torch.get_num_threads()} CPU threads ({platform.machine()}), "
+            f"torch {torch.__version__}. 54,000 train / 6,000 val images; seconds per epoch "
+            "include the validation pass. val_bpd is the beta-free selection metric "
+            "(bernoulli's is over binarised pixels, not comparable with the gaussian rows).",
+            "",
+            "| run | epochs | val_bpd | val_mse | val_kl (nats) | active units | s/epoch |",
+            "|---|---|---|---|---|---|---|",
+            *rows,
+            "",
+            f"Epoch time against the seed notebooks' pipeline (torchvision MNIST + ToTensor + "
+            f"DataLoader, same model and evaluation, measured in the same process): "
+            f"baseline {baseline:.1f} s, vae_core {ours:.1f} s: **{baseline / ours:.2f}x**.",
+            END,
+        ]
+    )
     text = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
     if START in text:
-        text = text[: text.index(START)] + section + text[text.index(END) + len(END):]
+        text = text[: text.index(START)] + section + text[text.index(END) + len(END) :]
     else:
         text = text.rstrip("\n") + "\n\n" + section + "\n"
     DOC.parent.mkdir(exist_ok=True)

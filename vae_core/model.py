@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from vae_core.architectures import build_networks
@@ -21,6 +22,11 @@ from vae_core.likelihoods import (
     PixelDistribution,
     PixelGaussian,
 )
+
+# Soft upper bound on the posterior log-variance: a variance above e^4 (55x the prior's) is no
+# use to any posterior, and without the bound Adam's first steps can push a wide linear head
+# (conv_bn's 8192 features) to logvar ~ 20, whose KL of ~1e8 nats wrecks the run.
+LOGVAR_MAX = 4.0
 
 
 class VAE(nn.Module):
@@ -48,8 +54,8 @@ class VAE(nn.Module):
                 self.register_buffer("log_sigma_x", log_sigma)
 
     def encode(self, x: torch.Tensor) -> DiagonalGaussian:
-        mean, logvar = self.encoder(x).float().chunk(2, dim=-1)  # (B, Z) each
-        return DiagonalGaussian(mean, logvar)
+        mean, raw = self.encoder(x).float().chunk(2, dim=-1)  # (B, Z) each
+        return DiagonalGaussian(mean, LOGVAR_MAX - F.softplus(LOGVAR_MAX - raw))
 
     def reparameterize(
         self, posterior: DiagonalGaussian, generator: torch.Generator | None = None
