@@ -7,6 +7,7 @@ import torch
 from conftest import make_splits, tiny_config
 
 from vae_core.checkpoint import read_checkpoint
+from vae_core.config import ConfigError
 from vae_core.data import Split, Splits
 from vae_core.trainer import DivergenceError, fit
 
@@ -120,3 +121,15 @@ def test_data_that_does_not_fit_the_config_is_refused_before_training(splits):
         r"the config expects uint8 \(1, 32, 32\)",
     ):
         fit(tiny_config(image_size=32), splits)
+
+
+def test_resume_takes_a_new_lr_and_refuses_a_different_model(splits, tmp_path):
+    config = tiny_config(epochs=1)
+    fit(config, splits, on_epoch_end=lambda s: s.save(tmp_path / "c"))
+    resumed = fit(config.replace(epochs=2, lr=1e-5), splits, resume_from=tmp_path / "c")
+    assert [g["lr"] for g in resumed.optimizer.param_groups] == [1e-5]
+    with pytest.raises(
+        ConfigError,
+        match="model.latent_dim: the checkpoint was trained with 4, the config asks for 5",
+    ):
+        fit(config.replace(epochs=2, latent_dim=5), splits, resume_from=tmp_path / "c")

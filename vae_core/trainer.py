@@ -19,7 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from vae_core.checkpoint import Checkpoint, read_checkpoint, save_checkpoint
-from vae_core.config import Config
+from vae_core.config import Config, ConfigError
 from vae_core.data import Splits, load_splits, shuffled_batches
 from vae_core.metrics import elbo_terms, evaluate, training_loss
 from vae_core.model import VAE, build_model
@@ -82,11 +82,36 @@ def _new_state(config: Config, device: torch.device) -> TrainState:
     )
 
 
+# What a resumed run may not change: the weights would not fit, or would mean something else.
+RESUME_INVARIANTS = (
+    "model.arch",
+    "model.latent_dim",
+    "model.likelihood",
+    "model.activation",
+    "model.hidden_dims",
+    "model.channels",
+    "data.dataset",
+    "data.image_size",
+    "data.pixel_range",
+)
+
+
 def _restore_state(ckpt: Checkpoint, config: Config, device: torch.device) -> TrainState:
+    """A state that continues `ckpt` under `config` (which may change e.g. epochs or lr)."""
+    saved = ckpt.config.flat() | {"data.image_size": ckpt.config.image_size}
+    wanted = config.flat() | {"data.image_size": config.image_size}
+    for key in RESUME_INVARIANTS:
+        if saved[key] != wanted[key]:
+            raise ConfigError(
+                f"{key}: the checkpoint was trained with {saved[key]!r}, the config asks for "
+                f"{wanted[key]!r}; a run resumes only with the same model and data"
+            )
     state = _new_state(config, device)
     state.model.load_state_dict(ckpt.model_state)
     if ckpt.optimizer_state is not None:
         state.optimizer.load_state_dict(ckpt.optimizer_state)
+        for group in state.optimizer.param_groups:  # the config's lr wins over the saved one
+            group["lr"] = config.train.lr
     if "shuffle" in ckpt.rng:
         state.shuffle_rng.set_state(ckpt.rng["shuffle"])
     if "noise" in ckpt.rng:
