@@ -53,11 +53,11 @@ def _add_field_flag(group: argparse._ArgumentGroup, f: dataclasses.Field) -> Non
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vae-train",
-        description=__doc__.split("\n\n")[0],
+        description=__doc__,
         epilog="Every config field has a flag; a YAML file given with --config may set any of "
         "them, flat (latent_dim: 8) or by section (model: {latent_dim: 8}).",
         argument_default=argparse.SUPPRESS,  # only flags actually given override the file
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     run = parser.add_argument_group("run")
     run.add_argument("--config", type=Path, metavar="FILE", help="YAML file of config fields")
