@@ -12,6 +12,15 @@ from vae_core.data import Split, Splits
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
+# What viz.write_all draws for a model with a 2-D latent space.
+ALL_IMAGES = {
+    "reconstructions.png",
+    "samples.png",
+    "interpolations.png",
+    "latent_scatter.png",
+    "nearest_neighbours.png",
+    "manifold.png",
+}
 
 
 def rectangles(n: int, size: int = 28, channels: int = 1, seed: int = 0) -> torch.Tensor:

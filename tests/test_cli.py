@@ -5,18 +5,11 @@ import shutil
 import subprocess
 
 import pytest
+from conftest import ALL_IMAGES
 
 from vae_core.checkpoint import load_model, read_checkpoint
 
 EPOCH_KEYS = {"epoch", "train_loss", "val_bpd", "val_nelbo", "val_mse", "val_kl", "active_units"}
-IMAGES = {
-    "reconstructions.png",
-    "samples.png",
-    "interpolations.png",
-    "latent_scatter.png",
-    "nearest_neighbours.png",
-    "manifold.png",
-}
 
 
 def vae_train(*args, cwd=None):
@@ -60,7 +53,7 @@ def test_writes_metrics_checkpoint_and_images(run):
     assert history[1]["val_bpd"] < history[0]["val_bpd"]
     test = json.loads((out / "test_metrics.json").read_text())
     assert {"test_bpd", "test_iwae_nll", "iwae_k"} <= set(test) and test["iwae_k"] == 4
-    assert {p.name for p in (out / "images").iterdir()} == IMAGES
+    assert {p.name for p in (out / "images").iterdir()} == ALL_IMAGES
     assert load_model(out).latent_dim == 2
     assert "epoch 1/2" in result.stderr  # the per-epoch progress bar
     assert "val_bpd" in result.stderr and str(out) in result.stderr
