@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -9,6 +11,9 @@ import torch
 
 from vae_core.config import Config
 from vae_core.data import Split, Splits
+
+# Prepared datasets go to a cache of this test session, never to ~/.cache (subprocesses too).
+os.environ["VAE_CACHE_DIR"] = tempfile.mkdtemp(prefix="vae-sweep-test-cache-")
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"

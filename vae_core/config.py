@@ -18,11 +18,16 @@ from vae_core.architectures import ARCHITECTURES, image_size_error
 LIKELIHOODS = ("gaussian", "gaussian_learned", "bernoulli")
 ACTIVATIONS = ("relu", "leaky_relu", "elu", "softplus", "tanh", "sigmoid")
 PIXEL_RANGES = ("unit", "signed")  # [0, 1] or [-1, 1] inside the model
+CROPS = ("center", "tight", "none")  # see vae_core.data.sources.crop_box
+COLORS = {"gray": 1, "rgb": 3}
 
-# name -> (channels, native image size). The readers live in vae_core.data.
+# name -> (channels, default image size). The readers live in vae_core.data.sources.
 DATASETS: dict[str, tuple[int, int]] = {
     "mnist": (1, 28),
     "fashion_mnist": (1, 28),
+    "celeba": (3, 64),
+    "image_folder": (3, 64),
+    "shapes": (3, 64),
 }
 
 
@@ -65,11 +70,26 @@ class DataConfig:
     dataset: str = _field("mnist", "dataset name: " + " | ".join(DATASETS))
     data_root: str | None = _field(
         None,
-        "folder holding the datasets (torchvision layout); default $VAE_DATA_ROOT, else ./data",
+        "folder holding the dataset (mnist: <root>/MNIST/raw, celeba: <root>/celeba/"
+        "img_align_celeba, image_folder: the folder itself); default $VAE_DATA_ROOT, else ./data",
+    )
+    data_path: str | None = _field(
+        None,
+        "a file made by `vae-data prepare` (path or s3://, gs://, file:// URI); default: "
+        "prepared from data_root into the cache on first use",
+    )
+    cache_dir: str | None = _field(
+        None, "node-local cache of prepared files; default $VAE_CACHE_DIR, else ~/.cache/vae-sweep"
     )
     image_size: int | None = _field(
-        None, "square image side in px; default the dataset's own (resized once at load)"
+        None, "square image side in px; default 28 for (fashion_)mnist, 64 otherwise"
     )
+    crop: str = _field(
+        "center",
+        "how photos become squares: center (largest centred square), tight (the "
+        "TF CelebA model's 108/178-wide face crop) or none (squash)",
+    )
+    color: str | None = _field(None, "gray | rgb; default the dataset's own")
     pixel_range: str = _field(
         "unit",
         "pixel scale inside the model: unit = [0, 1] (sigmoid decoder), signed = "
@@ -113,7 +133,7 @@ class Config:
 
     @property
     def channels(self) -> int:
-        return DATASETS[self.data.dataset][0]
+        return COLORS[self.data.color] if self.data.color else DATASETS[self.data.dataset][0]
 
     @property
     def image_size(self) -> int:
@@ -227,6 +247,8 @@ RULES: dict[str, Rule] = {
     "data.dataset": _one_of(DATASETS),
     "data.pixel_range": _one_of(PIXEL_RANGES),
     "data.image_size": _int_at_least(1, or_none=True),
+    "data.crop": _one_of(CROPS),
+    "data.color": (lambda v: v is None or v in COLORS, f"expected one of {list(COLORS)} or null"),
     "data.val_fraction": (
         lambda v: _is_number(v) and 0 < v < 1,
         "expected a number strictly between 0 and 1",

@@ -1,0 +1,115 @@
+"""Image datasets as uint8 tensors, split into train / val / test, shared by all trials.
+
+A dataset is decoded once into an Arrow file (vae_core.data.arrow), memory-mapped by every
+trial on the node (vae_core.data.cache), and handed to the trainer as zero-copy uint8 views,
+turned into float on the training device one batch at a time. The validation split is the
+file's own (CelebA's official one) or a fixed share cut from the end of the training rows,
+which the file stores in a fixed shuffled order: every trial is scored on the same images.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from vae_core.config import Config, ConfigError
+from vae_core.data.arrow import DataFileError, Prepared, open_prepared
+from vae_core.data.sources import DatasetNotFoundError, resolve_data_root
+
+__all__ = [
+    "DataFileError",
+    "DatasetNotFoundError",
+    "Split",
+    "Splits",
+    "load_splits",
+    "resolve_data_root",
+    "shuffled_batches",
+]
+
+
+@dataclass
+class Split:
+    images: torch.Tensor  # (N, C, H, W) uint8; a read-only view when memory-mapped
+    labels: torch.Tensor | None  # (N,) int64, or None for unlabelled data
+    factors: dict[str, torch.Tensor] | None = None  # generative factors (shapes), (N,) each
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def take(self, index: slice) -> Split:
+        factors = None if self.factors is None else {k: v[index] for k, v in self.factors.items()}
+        labels = None if self.labels is None else self.labels[index]
+        return Split(self.images[index], labels, factors)
+
+
+@dataclass
+class Splits:
+    train: Split
+    val: Split
+    test: Split
+
+
+def _split(
+    prepared: Prepared, images: torch.Tensor, labels: torch.Tensor | None, start: int, stop: int
+) -> Split:
+    factors = {
+        name: torch.from_numpy(prepared.column(name)[start:stop])
+        for name in prepared.meta["factors"]
+    } or None
+    return Split(images[start:stop], None if labels is None else labels[start:stop], factors)
+
+
+def splits_from_file(prepared: Prepared, config: Config) -> Splits:
+    """train / val / test views of a prepared file, checked against the config."""
+    meta, d = prepared.meta, config.data
+    expected = {"dataset": d.dataset, "size": config.image_size, "channels": config.channels}
+    for key, wanted in expected.items():
+        if meta[key] != wanted:
+            flag = {"dataset": "--dataset", "size": "--image-size", "channels": "--color"}[key]
+            raise ConfigError(
+                f"data.data_path: {prepared.path} holds {key} {meta[key]!r}, the "
+                f"config asks for {wanted!r}; pass {flag} {meta[key]} or prepare "
+                "the file for this config"
+            )
+    images = prepared.images
+    labels = prepared.table.column("label")
+    labels = torch.from_numpy(labels.to_numpy()) if labels.null_count == 0 else None
+    parts = {
+        name: _split(prepared, images, labels, *rng)
+        for name in ("train", "val", "test")
+        if (rng := prepared.split_range(name)) is not None
+    }
+    if "train" not in parts or "test" not in parts:
+        raise DataFileError(f"{prepared.path}: needs train and test rows, has {sorted(parts)}")
+    train = parts["train"].take(slice(0, d.limit))
+    if "val" in parts:
+        val = parts["val"].take(slice(0, d.limit))
+    else:  # the train rows are stored shuffled: their tail is a random, fixed share
+        n_val = max(1, round(len(train) * d.val_fraction))
+        if n_val >= len(train):
+            raise DataFileError(
+                f"{prepared.path}: {len(train)} training rows are too few to "
+                f"hold out data.val_fraction={d.val_fraction}"
+            )
+        train, val = train.take(slice(0, len(train) - n_val)), train.take(slice(-n_val, None))
+    return Splits(train, val, parts["test"].take(slice(0, d.limit)))
+
+
+def load_splits(config: Config, progress: bool = True) -> Splits:
+    """The configured dataset, prepared into the node cache on first use, memory-mapped."""
+    from vae_core.data.cache import prepared_file
+
+    return splits_from_file(open_prepared(prepared_file(config, progress)), config)
+
+
+def shuffled_batches(n: int, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
+    """Index batches of one epoch over n items, reshuffled by `generator`.
+
+    Keeps the last, smaller batch (dropping it would silently skip images on small data) but
+    folds a single leftover image into the batch before: batch norm cannot train on one.
+    """
+    batches = list(torch.randperm(n, generator=generator).split(batch_size))
+    if len(batches) > 1 and len(batches[-1]) == 1:
+        batches[-2:] = [torch.cat(batches[-2:])]
+    return batches
