@@ -11,16 +11,13 @@ from __future__ import annotations
 import argparse
 import platform
 import time
-from pathlib import Path
 
 import torch
+from _report import write_section
 
 from vae_core import Config, fit, load_splits
 from vae_core.metrics import elbo_terms, evaluate, training_loss
 from vae_core.model import build_model
-
-DOC = Path(__file__).resolve().parents[1] / "docs" / "BENCHMARKS.md"
-START, END = "<!-- train_mnist:start -->", "<!-- train_mnist:end -->"
 
 
 def baseline_epoch(config: Config, val_images: torch.Tensor, data_root: str) -> float:
@@ -88,7 +85,6 @@ def main() -> None:
     ours = sum(seconds) / len(seconds)
     section = "\n".join(
         [
-            START,
             "## vae-train on MNIST (conv, latent 16, batch 128, Adam 1e-3, CPU)",
             "",
             f"`python benchmarks/train_mnist.py --epochs {args.epochs}` on "
@@ -104,17 +100,9 @@ def main() -> None:
             f"Epoch time against the seed notebooks' pipeline (torchvision MNIST + ToTensor + "
             f"DataLoader, same model and evaluation, measured in the same process): "
             f"baseline {baseline:.1f} s, vae_core {ours:.1f} s: **{baseline / ours:.2f}x**.",
-            END,
         ]
     )
-    text = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
-    if START in text:
-        text = text[: text.index(START)] + section + text[text.index(END) + len(END) :]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    DOC.parent.mkdir(exist_ok=True)
-    DOC.write_text(text)
-    print(section)
+    write_section("train_mnist", section)
 
 
 if __name__ == "__main__":

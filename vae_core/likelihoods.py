@@ -132,13 +132,13 @@ class PixelCoding:
         """uint8 (B, C, H, W) -> float model-space pixels on x's device."""
         if self.likelihood == "bernoulli":
             return (x >= 128).float()
-        y = x.float()
+        # One float buffer, updated in place: this runs on every batch.
         if dequantize:
-            y = y + torch.rand(y.shape, generator=generator, device=y.device)
+            y = torch.rand(x.shape, generator=generator, device=x.device)
         else:
-            y = y + 0.5
-        y = y / 256.0
-        return 2.0 * y - 1.0 if self.pixel_range == "signed" else y
+            y = torch.full(x.shape, 0.5, device=x.device)
+        y.add_(x).mul_(self.scale / 256.0)
+        return y.sub_(1.0) if self.pixel_range == "signed" else y
 
     def to_unit(self, y: torch.Tensor) -> torch.Tensor:
         """Model-space pixels (or a decoder mean) -> [0, 1] for display and MSE."""
