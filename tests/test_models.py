@@ -29,7 +29,6 @@ def test_shapes_for_every_architecture_and_size(arch, size, channels, monkeypatc
     posterior, z, px_z = model(x)
     assert posterior.mean.shape == posterior.logvar.shape == z.shape == (3, 5)
     assert px_z.mean.shape == (3, channels, size, size)
-    assert 0 <= px_z.mean.min() and px_z.mean.max() <= 1
     assert model.sample(2).shape == (2, channels, size, size)
 
 
@@ -73,10 +72,17 @@ def test_sizes_an_architecture_cannot_take_are_refused_by_name(arch, size):
         tiny_config(arch=arch, image_size=size)
 
 
-def test_signed_range_decodes_into_minus_one_to_one():
-    model = build_model(tiny_config(pixel_range="signed"))
-    mean = model.decode(torch.randn(64, 4) * 3).mean
+def test_squashed_means_stay_in_the_pixel_range_and_linear_ones_are_clamped_for_display():
+    z = torch.randn(64, 4) * 3
+    signed = build_model(tiny_config(pixel_range="signed", mean_activation="squash"))
+    mean = signed.decode(z).mean
     assert mean.min() < 0 and mean.min() >= -1 and mean.max() <= 1
+    unit = build_model(tiny_config(mean_activation="squash"))
+    assert 0 <= unit.decode(z).mean.min() and unit.decode(z).mean.max() <= 1
+    linear = build_model(tiny_config(mean_activation="none"))
+    torch.testing.assert_close(linear.decode(z).mean, linear.decoder(z))
+    shown = linear.coding.to_unit(linear.decode(z * 100).mean)
+    assert 0 <= shown.min() and shown.max() <= 1
 
 
 def test_sigma_x_is_stated_on_the_unit_scale_and_learned_only_when_asked():

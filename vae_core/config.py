@@ -16,6 +16,7 @@ from typing import Any
 from vae_core.architectures import ARCHITECTURES, image_size_error
 
 LIKELIHOODS = ("gaussian", "gaussian_learned", "bernoulli")
+MEAN_ACTIVATIONS = ("none", "squash")
 ACTIVATIONS = ("relu", "leaky_relu", "elu", "softplus", "tanh", "sigmoid")
 PIXEL_RANGES = ("unit", "signed")  # [0, 1] or [-1, 1] inside the model
 CROPS = ("center", "tight", "none")  # see vae_core.data.sources.crop_box
@@ -51,6 +52,12 @@ class ModelConfig:
     )
     sigma_x: float = _field(
         0.1, "decoder noise std on the [0, 1] pixel scale (the initial value when learned)"
+    )
+    mean_activation: str = _field(
+        "none",
+        "Gaussian decoder mean: none (linear; display clamps) or squash (sigmoid for [0, 1], "
+        "tanh for [-1, 1], as the seeds). Squashing can saturate on images with large black "
+        "areas (shapes) and stop learning",
     )
     activation: str = _field(
         "relu",
@@ -241,6 +248,7 @@ RULES: dict[str, Rule] = {
     "model.latent_dim": _int_at_least(1),
     "model.likelihood": _one_of(LIKELIHOODS),
     "model.sigma_x": _positive(note=" (decoder noise std on the [0, 1] pixel scale)"),
+    "model.mean_activation": _one_of(MEAN_ACTIVATIONS),
     "model.activation": _one_of(ACTIVATIONS),
     "model.hidden_dims": (_widths, "expected a non-empty list of integers >= 1"),
     "model.channels": (_widths, "expected a non-empty list of integers >= 1, or null"),

@@ -36,6 +36,7 @@ class VAE(nn.Module):
         self.latent_dim = m.latent_dim
         self.image_shape = (config.channels, config.image_size, config.image_size)
         self.coding = PixelCoding(m.likelihood, config.data.pixel_range)
+        self.squash = m.mean_activation == "squash"
         self.encoder, self.decoder = build_networks(
             m.arch,
             config.channels,
@@ -66,8 +67,9 @@ class VAE(nn.Module):
         out = self.decoder(z).float()  # (B, C, H, W); float32 even under bf16 autocast
         if self.coding.likelihood == "bernoulli":
             return PixelBernoulli(out)
-        mean = torch.tanh(out) if self.coding.pixel_range == "signed" else torch.sigmoid(out)
-        return PixelGaussian(mean, self.log_sigma_x)
+        if self.squash:
+            out = torch.tanh(out) if self.coding.pixel_range == "signed" else torch.sigmoid(out)
+        return PixelGaussian(out, self.log_sigma_x)
 
     def forward(
         self,
