@@ -1,0 +1,461 @@
+"""Run a sweep: Optuna proposes, ASHA stops, Ray Tune schedules, MLflow records, the registry
+keeps the best.
+
+Each sweep script (sweeps/celeba.py, ...) holds a literal search space and base config and
+calls `main`. The script may be a copy made by `ray submit` (only the file travels): all it
+needs is the installed package.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import ray
+from mlflow.entities import Metric, RunTag
+from mlflow.tracking import MlflowClient
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler
+from ray.tune.search import ConcurrencyLimiter
+from ray.tune.search.sample import Categorical, Domain, Float, Integer
+
+from sweeps import tracking
+from sweeps.plots import log_sweep_plots
+from sweeps.registry import log_and_register
+from sweeps.searcher import make_searcher
+from sweeps.trainable import REPORTED, SweepContext, train_trial
+from vae_core import Config, ConfigError, load_splits, read_checkpoint
+from vae_core.checkpoint import CHECKPOINT_NAME, load_model
+from vae_core.data.sources import resolve_data_root
+from vae_core.metrics import final_metrics
+
+METRIC = "val_bpd"  # the selection metric; the training loss never picks a winner
+SMOKE = {"num_samples": 2, "max_epochs": 2, "limit": 256, "image_every": 1, "iwae": 4}
+
+
+def build_parser(description: str, defaults: dict[str, Any]) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    d = {
+        "num_samples": 16,
+        "max_epochs": 10,
+        "gpus_per_trial": None,
+        "cpus_per_trial": 1.0,
+        "grace_period": 1,
+        "image_every": 5,
+        **defaults,
+    }
+    p.add_argument(
+        "--num-samples",
+        type=int,
+        default=d["num_samples"],
+        help="trials to run (default %(default)s)",
+    )
+    p.add_argument(
+        "--max-epochs",
+        type=int,
+        default=d["max_epochs"],
+        help="epochs of a trial that ASHA never stops (default %(default)s)",
+    )
+    p.add_argument(
+        "--gpus-per-trial",
+        type=float,
+        default=d["gpus_per_trial"],
+        help="GPUs per trial; 0.25 packs four trials on a GPU (default: 1 when the "
+        "cluster has GPUs, else 0)",
+    )
+    p.add_argument(
+        "--cpus-per-trial",
+        type=float,
+        default=d["cpus_per_trial"],
+        help="CPUs per trial, also its torch threads (default %(default)s)",
+    )
+    p.add_argument(
+        "--max-concurrent",
+        type=int,
+        default=None,
+        help="trials running at once (default: as many as resources allow)",
+    )
+    p.add_argument(
+        "--time-budget",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="stop starting and running trials after this long",
+    )
+    p.add_argument(
+        "--grace-period",
+        type=int,
+        default=d["grace_period"],
+        help="epochs before ASHA may stop a trial (default %(default)s)",
+    )
+    p.add_argument(
+        "--image-every",
+        type=int,
+        default=d["image_every"],
+        help="log image grids every N epochs and at the end (default %(default)s)",
+    )
+    p.add_argument("--data-root", help="where the dataset is (default $VAE_DATA_ROOT, ./data)")
+    p.add_argument("--data-path", help="a `vae-data prepare` file, path or s3:// URI")
+    p.add_argument(
+        "--tracking-uri",
+        help="MLflow tracking URI (default $MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlflow.db)",
+    )
+    p.add_argument("--experiment", help="MLflow experiment (default vae-sweep/<dataset>)")
+    p.add_argument("--registry-name", help="registered model name (default <dataset>-vae)")
+    p.add_argument(
+        "--storage-path",
+        default="ray_results",
+        help="where Tune keeps trials and checkpoints: a path, or s3://... shared "
+        "by all nodes of a cluster (default ./ray_results)",
+    )
+    p.add_argument("--name", help="sweep name (default <dataset>-<date>-<time>)")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the sweep --name from --storage-path after an interruption",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seeds Optuna and every trial")
+    p.add_argument(
+        "--smoke-test",
+        action="store_true",
+        help="2 trials x 2 epochs on 256 images: checks the set-up in a minute",
+    )
+    return p
+
+
+@dataclass
+class Outcome:
+    name: str
+    best_params: dict[str, Any]
+    best_metrics: dict[str, float]
+    test_metrics: dict[str, float]
+    registered: Any
+    parent_run_id: str
+    tracking_uri: str
+
+
+def main(
+    search_space: dict[str, Any],
+    base_config: dict[str, Any],
+    description: str = "",
+    defaults: dict[str, Any] | None = None,
+    argv: list[str] | None = None,
+) -> Outcome:
+    parser = build_parser(description, defaults or {})
+    args = parser.parse_args(argv)
+    try:
+        return run_sweep(search_space, base_config, args)
+    except (ConfigError, ValueError, FileNotFoundError) as err:
+        parser.exit(2, f"{parser.prog}: error: {err}\n")
+
+
+def resolve_base(base_config: dict[str, Any], args: argparse.Namespace) -> Config:
+    """The base config with the flags applied and every path absolute (Tune moves the cwd)."""
+    config = Config.from_dict(base_config)
+    changes: dict[str, Any] = {"seed": args.seed}
+    d = config.data
+    if d.dataset != "shapes":
+        changes["data_root"] = str(resolve_data_root(args.data_root or d.data_root))
+    data_path = args.data_path or d.data_path
+    if data_path:
+        changes["data_path"] = data_path if "://" in data_path else str(Path(data_path).resolve())
+    if d.cache_dir:
+        changes["cache_dir"] = str(Path(d.cache_dir).resolve())
+    if args.smoke_test:
+        changes.update(limit=SMOKE["limit"], iwae_samples=SMOKE["iwae"])
+    if args.gpus_per_trial == 0:
+        changes["device"] = "cpu"
+    return config.replace(**changes)
+
+
+def check_space(space: dict[str, Any], base: Config) -> None:
+    """Build the config at every corner of the search space: a bad bound or an unknown field
+    fails here, naming it, before any trial starts."""
+    for key, domain in space.items():
+        if not isinstance(domain, Domain):
+            raise ValueError(
+                f"search space '{key}': expected a tune domain (tune.choice, "
+                f"tune.loguniform, ...), got {domain!r}"
+            )
+        if isinstance(domain, Categorical):
+            values = list(domain.categories)
+        elif isinstance(domain, Float | Integer):
+            values = [domain.lower, domain.upper - (1 if isinstance(domain, Integer) else 0)]
+        else:
+            values = []
+        for value in values:
+            try:
+                base.replace(**{key: value})
+            except ConfigError as err:
+                raise ConfigError(f"search space '{key}' = {value!r}: {err}") from None
+
+
+def _git_sha() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+        return out.stdout.strip() or "unknown"
+    except OSError:
+        return "unknown"
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for package in ("vae-sweep", "ray", "optuna", "mlflow", "torch", "pyarrow"):
+        try:
+            found[f"version.{package}"] = version(package)
+        except PackageNotFoundError:
+            found[f"version.{package}"] = "not installed"
+    return found
+
+
+def _resources(args: argparse.Namespace) -> dict[str, float]:
+    gpus = args.gpus_per_trial
+    if gpus is None:
+        gpus = 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
+    return {"cpu": args.cpus_per_trial, "gpu": gpus}
+
+
+def run_sweep(
+    search_space: dict[str, Any], base_config: dict[str, Any], args: argparse.Namespace
+) -> Outcome:
+    if args.smoke_test:
+        args.num_samples = min(args.num_samples, SMOKE["num_samples"])
+        args.max_epochs = min(args.max_epochs, SMOKE["max_epochs"])
+        args.image_every = SMOKE["image_every"]
+    base = resolve_base(base_config, args)
+    check_space(search_space, base)
+    dataset = base.data.dataset
+    if args.resume and not args.name:
+        raise ValueError("--resume needs --name: the sweep to continue")
+    name = args.name or f"{dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
+    storage = (
+        args.storage_path if "://" in args.storage_path else str(Path(args.storage_path).resolve())
+    )
+    tracking_uri = tracking.absolute_tracking_uri(
+        args.tracking_uri or tracking.default_tracking_uri()
+    )
+    registry_name = args.registry_name or f"{dataset}-vae"
+
+    print(f"vae-sweep: preparing {dataset} (once per node)", file=sys.stderr)
+    load_splits(base)  # decode into the node cache now, not inside the first trials
+
+    client = MlflowClient(tracking_uri)
+    experiment_id = tracking.get_or_create_experiment(
+        client, args.experiment or f"vae-sweep/{dataset}", tracking_uri
+    )
+    parent = tracking.start_sweep_run(
+        client,
+        experiment_id,
+        name,
+        params={
+            **{f"space.{k}": repr(v) for k, v in search_space.items()},
+            **{f"base.{k}": v for k, v in base.flat().items()},
+            "num_samples": args.num_samples,
+            "max_epochs": args.max_epochs,
+            "grace_period": args.grace_period,
+            "seed": args.seed,
+            "metric": METRIC,
+        },
+        tags={"dataset": dataset, "git_sha": _git_sha(), **_versions()},
+    )
+    study_db = _optuna_storage(storage, name)
+    try:
+        results = _tune(
+            search_space, base, args, name, storage, study_db, tracking_uri, experiment_id, parent
+        )
+        outcome = _finish(results, client, tracking_uri, parent, registry_name, name, study_db)
+    except BaseException as err:
+        tracking.end_if_running(
+            client, parent, "FAILED", {tracking.ERROR: f"{type(err).__name__}: {err}"[:5000]}
+        )
+        raise
+    client.set_terminated(parent, "FINISHED")
+    _print_summary(outcome, registry_name)
+    return outcome
+
+
+def _tune(
+    search_space,
+    base: Config,
+    args,
+    name: str,
+    storage: str,
+    study_db: str,
+    tracking_uri: str,
+    experiment_id: str,
+    parent: str,
+):
+    if not ray.is_initialized():
+        ray.init(log_to_driver=True, include_dashboard=False)
+    resources = _resources(args)
+    if resources["gpu"] == 0:
+        base = base.replace(device="cpu")
+    context = SweepContext(
+        base_config=base.to_dict(),
+        tracking_uri=tracking_uri,
+        experiment_id=experiment_id,
+        parent_run_id=parent,
+        max_epochs=args.max_epochs,
+        image_every=args.image_every,
+        cpus_per_trial=args.cpus_per_trial,
+    )
+    trainable = tune.with_resources(tune.with_parameters(train_trial, context=context), resources)
+    if args.resume:
+        path = f"{storage.rstrip('/')}/{name}"
+        if not tune.Tuner.can_restore(path):
+            raise ValueError(f"--resume: no sweep '{name}' to continue in {storage}")
+        tuner = tune.Tuner.restore(
+            path, trainable=trainable, resume_errored=True, param_space=search_space
+        )
+        return tuner.fit()
+    searcher = make_searcher(name, study_db, args.seed, args.max_epochs, METRIC)
+    if args.max_concurrent:
+        searcher = ConcurrencyLimiter(searcher, max_concurrent=args.max_concurrent)
+    scheduler = ASHAScheduler(
+        time_attr="training_iteration",
+        max_t=args.max_epochs,
+        grace_period=min(args.grace_period, args.max_epochs),
+        reduction_factor=3,
+    )
+    tuner = tune.Tuner(
+        trainable,
+        param_space=search_space,
+        tune_config=tune.TuneConfig(
+            metric=METRIC,
+            mode="min",
+            search_alg=searcher,
+            scheduler=scheduler,
+            num_samples=args.num_samples,
+            time_budget_s=args.time_budget,
+        ),
+        run_config=tune.RunConfig(
+            name=name,
+            storage_path=storage,
+            verbose=1,
+            callbacks=[tracking.CloseTrialRuns(tracking_uri, args.max_epochs)],
+            checkpoint_config=tune.CheckpointConfig(
+                num_to_keep=1, checkpoint_score_attribute=METRIC, checkpoint_score_order="min"
+            ),  # the best epoch, and always the latest
+            failure_config=tune.FailureConfig(max_failures=2),
+        ),
+    )
+    return tuner.fit()
+
+
+def _optuna_storage(storage: str, name: str) -> str:
+    """An SQLite file for the Optuna study: beside the trials when the storage is local, in
+    the user's cache when it is remote (the study lives on the driver)."""
+    folder = (
+        Path(storage) / name
+        if "://" not in storage
+        else Path.home() / ".cache" / "vae-sweep" / "optuna"
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{folder / 'optuna.db'}"
+
+
+def _finish(
+    results,
+    client: MlflowClient,
+    tracking_uri: str,
+    parent: str,
+    registry_name: str,
+    name: str,
+    study_db: str,
+) -> Outcome:
+    finished = [r for r in results if r.metrics and math.isfinite(r.metrics.get(METRIC, math.nan))]
+    if not finished:
+        errors = "; ".join(str(r.error).splitlines()[-1] for r in results if r.error)[:2000]
+        raise RuntimeError(f"no trial of sweep {name} reported {METRIC}: {errors or 'none ran'}")
+    best = results.get_best_result(metric=METRIC, mode="min", scope="all")
+    checkpoint = best.get_best_checkpoint(METRIC, "min")
+    with checkpoint.as_directory() as folder:
+        path = Path(folder) / CHECKPOINT_NAME
+        ckpt = read_checkpoint(path)
+        model = load_model(path)
+        data = load_splits(ckpt.config, progress=False)
+        test = final_metrics(model, data.test.images, k=ckpt.config.train.iwae_samples)
+        best_record = min(ckpt.history, key=lambda r: r[METRIC])
+        run_id = best.metrics["mlflow_run_id"]
+        tags = {
+            "dataset": ckpt.config.data.dataset,
+            "image_size": str(ckpt.config.image_size),
+            "test_bpd": f"{test['test_bpd']:.6f}",
+            "test_iwae_nll": f"{test['test_iwae_nll']:.4f}",
+            "iwae_k": str(test["iwae_k"]),
+            "val_bpd": f"{best_record[METRIC]:.6f}",
+            "epoch": str(ckpt.epoch),
+            "sweep_run_id": parent,
+            "trial_run_id": run_id,
+            "git_sha": _git_sha(),
+        }
+        registered = log_and_register(tracking_uri, parent, path, registry_name, tags)
+    now = int(time.time() * 1000)
+    client.log_batch(
+        parent,
+        metrics=[
+            Metric(k, float(v), now, 0) for k, v in {**test, METRIC: best_record[METRIC]}.items()
+        ],
+        tags=[
+            RunTag("best_trial_run_id", run_id),
+            RunTag("registered_model", f"{registry_name}/{registered.version}"),
+            RunTag("registered_alias", registered.alias),
+        ],
+    )
+    log_sweep_plots(client, parent, results, name, study_db, best)
+    return Outcome(
+        name,
+        dict(best.config),
+        {k: best_record[k] for k in REPORTED if k in best_record},
+        test,
+        registered,
+        parent,
+        tracking_uri,
+    )
+
+
+def _print_summary(outcome: Outcome, registry_name: str) -> None:
+    r, test = outcome.registered, outcome.test_metrics
+    params = ", ".join(
+        f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+        for k, v in outcome.best_params.items()
+    )
+    store = outcome.tracking_uri
+    browse = (
+        f"mlflow ui --backend-store-uri {store}" if store.startswith("sqlite") else f"open {store}"
+    )
+    print(
+        "\n".join(
+            [
+                f"\nvae-sweep: sweep {outcome.name} done",
+                f"  best trial   {params}",
+                f"  val_bpd      {outcome.best_metrics[METRIC]:.4f}   test_bpd "
+                f"{outcome.test_metrics['test_bpd']:.4f}   test_iwae_nll "
+                f"{test['test_iwae_nll']:.2f} nats (k={test['iwae_k']})",
+                f"  registered   {registry_name} version {r.version} as @{r.alias}"
+                + (
+                    f" (champion stays version {r.previous_champion})"
+                    if r.alias != "champion"
+                    else ""
+                ),
+                f"  use it       vae-sweep sample {registry_name}@{r.alias} -n 64 --out s.png",
+                f"  browse       {browse}",
+            ]
+        )
+    )

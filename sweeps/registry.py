@@ -1,0 +1,184 @@
+"""The best model in the MLflow model registry, and back out of it by name.
+
+A registered version holds `checkpoint.safetensors` (weights + config, no pickle: our loader
+executes no code from the artifact) and `config.yaml`, packaged as an MLflow pyfunc model
+whose code is sweeps/serving.py, so `mlflow.pyfunc.load_model(uri).predict(images)` works too.
+
+Aliases, not stages (deprecated in MLflow 3): `champion` moves to a new version only if its
+test_bpd beats the current champion's on the same dataset and image size; else the new version
+is `challenger`. `models:/NAME@champion` or `NAME@champion` (or `NAME/3`) find a version.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import torch
+import yaml
+from mlflow.exceptions import MlflowException
+from mlflow.models import ModelSignature
+from mlflow.tracking import MlflowClient
+from mlflow.types import ParamSchema, ParamSpec, Schema, TensorSpec
+
+from vae_core.checkpoint import CHECKPOINT_NAME, read_checkpoint
+from vae_core.checkpoint import load_model as load_checkpoint_model
+from vae_core.model import VAE
+
+CHAMPION, CHALLENGER = "champion", "challenger"
+SERVING_CODE = Path(__file__).with_name("serving.py")
+
+
+class ModelNotFoundError(LookupError):
+    """A registered name, version or alias that does not exist; the message lists what does."""
+
+
+@dataclass
+class Registered:
+    name: str
+    version: str
+    alias: str  # champion or challenger
+    previous_champion: str | None
+
+
+def signature_for(channels: int, size: int) -> ModelSignature:
+    return ModelSignature(
+        inputs=Schema([TensorSpec(np.dtype(np.uint8), (-1, channels, size, size))]),
+        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, -1))]),
+        params=ParamSchema([ParamSpec("output", "string", "latent")]),
+    )
+
+
+def log_and_register(
+    tracking_uri: str, run_id: str, checkpoint: Path, name: str, tags: dict[str, str]
+) -> Registered:
+    """Log the checkpoint as a pyfunc model under `run_id`, register it as a new version of
+    `name`, and give it the champion or challenger alias."""
+    ckpt = read_checkpoint(checkpoint)
+    with tempfile.TemporaryDirectory() as folder:
+        staged = Path(folder) / CHECKPOINT_NAME
+        shutil.copyfile(checkpoint, staged)
+        config_file = Path(folder) / "config.yaml"
+        config_file.write_text(yaml.safe_dump(ckpt.config.to_dict(), sort_keys=False))
+        mlflow.set_tracking_uri(tracking_uri)
+        with mlflow.start_run(run_id=run_id, nested=True):
+            info = mlflow.pyfunc.log_model(
+                name="model",
+                python_model=str(SERVING_CODE),
+                artifacts={"checkpoint": str(staged), "config": str(config_file)},
+                signature=signature_for(ckpt.config.channels, ckpt.config.image_size),
+                input_example=np.zeros(
+                    (1, ckpt.config.channels, ckpt.config.image_size, ckpt.config.image_size),
+                    dtype=np.uint8,
+                ),
+                pip_requirements=["vae-sweep"],
+            )
+    client = MlflowClient(tracking_uri)
+    _ensure_registered_model(client, name)
+    version = client.create_model_version(
+        name, info.model_uri, run_id=run_id, tags=tags, model_id=info.model_id
+    )
+    previous = _alias_version(client, name, CHAMPION)
+    alias = CHAMPION if _beats(client, name, previous, tags) else CHALLENGER
+    client.set_registered_model_alias(name, alias, version.version)
+    return Registered(name, version.version, alias, previous.version if previous else None)
+
+
+def _ensure_registered_model(client: MlflowClient, name: str) -> None:
+    try:
+        client.get_registered_model(name)
+    except MlflowException:
+        client.create_registered_model(
+            name, description="VAEs found by vae-sweep; alias champion = best test_bpd"
+        )
+
+
+def _alias_version(client: MlflowClient, name: str, alias: str):
+    try:
+        return client.get_model_version_by_alias(name, alias)
+    except MlflowException:
+        return None
+
+
+def _beats(client: MlflowClient, name: str, champion, tags: dict[str, str]) -> bool:
+    """True if the new version (its `tags`) should be champion."""
+    if champion is None:
+        return True
+    old = champion.tags
+    same_data = (
+        old.get("dataset") == tags["dataset"] and old.get("image_size") == tags["image_size"]
+    )
+    if not same_data:
+        return False  # not comparable: never replace a champion trained on other data
+    return float(tags["test_bpd"]) < float(old.get("test_bpd", math.inf))
+
+
+def parse_ref(ref: str) -> tuple[str, str]:
+    """'NAME', 'NAME@ALIAS', 'NAME/VERSION' or 'models:/...' -> (name, alias-or-version);
+    the alias defaults to champion."""
+    ref = ref.removeprefix("models:/")
+    if "@" in ref:
+        name, alias = ref.split("@", 1)
+        return name, alias
+    if "/" in ref:
+        name, version = ref.rsplit("/", 1)
+        return name, version
+    return ref, CHAMPION
+
+
+def resolve(client: MlflowClient, ref: str):
+    """The ModelVersion a reference names; ModelNotFoundError listing what exists."""
+    name, which = parse_ref(ref)
+    try:
+        model = client.get_registered_model(name)
+    except MlflowException:
+        names = sorted(m.name for m in client.search_registered_models())
+        raise ModelNotFoundError(
+            f"no registered model '{name}'; registered models: "
+            f"{', '.join(names) if names else 'none yet (run a sweep first)'}"
+        ) from None
+    versions = client.search_model_versions(f"name = '{name}'")
+    available = (
+        f"versions {', '.join(sorted((v.version for v in versions), key=int))}; "
+        f"aliases {', '.join(f'{a}->{v}' for a, v in sorted(model.aliases.items()))}"
+    )
+    if which.isdigit():
+        found = [v for v in versions if v.version == which]
+        if not found:
+            raise ModelNotFoundError(f"{name} has no version {which}: {available}")
+        return found[0]
+    if which not in model.aliases:
+        raise ModelNotFoundError(f"{name} has no alias '{which}': {available}")
+    return client.get_model_version(name, model.aliases[which])
+
+
+def download(tracking_uri: str, ref: str, out: Path) -> Path:
+    """Download a registered version's files into `out`; returns the checkpoint path."""
+    version = resolve(MlflowClient(tracking_uri), ref)
+    out.mkdir(parents=True, exist_ok=True)
+    uri = f"models:/{version.name}/{version.version}"
+    mlflow.set_tracking_uri(tracking_uri)
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(out)))
+    found = sorted(local.rglob(CHECKPOINT_NAME))
+    if not found:
+        raise ModelNotFoundError(f"{uri} holds no {CHECKPOINT_NAME}: not a vae-sweep model")
+    return found[0]
+
+
+def load_model(
+    ref: str, device: str | torch.device = "cpu", tracking_uri: str | None = None
+) -> VAE:
+    """The registered VAE `ref` ('celeba-vae@champion', 'celeba-vae/3'), in eval mode.
+
+    Only the safetensors checkpoint is read: no code from the artifact runs.
+    """
+    from sweeps.tracking import default_tracking_uri
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = download(tracking_uri or default_tracking_uri(), ref, Path(folder))
+        return load_checkpoint_model(path, device)

@@ -1,0 +1,102 @@
+"""The Ray Tune trainable: one trial = one vae_core.fit, reported and checkpointed each epoch.
+
+The function gets the sampled hyperparameters from Tune and everything else from a
+`SweepContext` (tune.with_parameters). It resumes from `tune.get_checkpoint()` after a failure,
+continuing its own MLflow run, whose id travels in the checkpoint.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import ray
+import torch
+from ray import tune
+
+from sweeps.tracking import TrialRun
+from vae_core import Config, fit, load_splits, read_checkpoint
+from vae_core.checkpoint import CHECKPOINT_NAME
+from vae_core.trainer import TrainState
+
+REPORTED = ("train_loss", "val_bpd", "val_nelbo", "val_mse", "val_kl", "active_units", "sigma_x")
+
+
+@dataclass(frozen=True)
+class SweepContext:
+    """What every trial of a sweep shares, shipped once through the object store."""
+
+    base_config: dict[str, Any]  # nested vae_core config, paths already absolute
+    tracking_uri: str
+    experiment_id: str
+    parent_run_id: str
+    max_epochs: int
+    image_every: int  # log image grids every this many epochs (and at the end)
+    cpus_per_trial: float
+
+    def trial_config(self, params: dict[str, Any]) -> Config:
+        """base config + the sampled params + the sweep's epoch budget."""
+        config = Config.from_dict(self.base_config)
+        return config.replace(**params, epochs=self.max_epochs)
+
+
+def train_trial(params: dict[str, Any], context: SweepContext) -> None:
+    torch.set_num_threads(max(1, math.floor(context.cpus_per_trial)))
+    config = context.trial_config(params)
+    resume, run_id = None, None
+    if (ckpt := tune.get_checkpoint()) is not None:
+        with ckpt.as_directory() as folder:
+            resume = read_checkpoint(Path(folder) / CHECKPOINT_NAME)
+        run_id = resume.extra.get("mlflow_run_id")
+    tune_ctx = tune.get_context()
+    run = TrialRun(
+        context.tracking_uri,
+        context.experiment_id,
+        context.parent_run_id,
+        run_id,
+        name=tune_ctx.get_trial_name(),
+        tags={
+            "ray.trial_id": tune_ctx.get_trial_id(),
+            "ray.node_id": ray.get_runtime_context().get_node_id(),
+        },
+        params=config.flat(),
+    )
+    data = load_splits(config, progress=False)  # the node cache: prepared once per node
+
+    def on_epoch_end(state: TrainState) -> None:
+        state.extra["mlflow_run_id"] = run.run_id
+        record = state.history[-1]
+        run.log_metrics(
+            {k: record[k] for k in REPORTED if record.get(k) is not None}, step=state.epoch
+        )
+        last = state.epoch == context.max_epochs  # Tune stops the trial at this report
+        if state.epoch % context.image_every == 0 or last:
+            _log_images(run, state, data, f"images/epoch_{state.epoch:03d}")
+        with tempfile.TemporaryDirectory() as folder:
+            state.save(Path(folder) / CHECKPOINT_NAME)
+            metrics = {k: record[k] for k in ("epoch", *REPORTED) if record.get(k) is not None}
+            tune.report(
+                {**metrics, "mlflow_run_id": run.run_id},
+                checkpoint=tune.Checkpoint.from_directory(folder),
+            )
+
+    try:
+        fit(config, data, on_epoch_end=on_epoch_end, resume_from=resume)
+    except Exception as err:
+        run.end("FAILED", {"vae_sweep.error": f"{type(err).__name__}: {err}"[:5000]})
+        raise
+    run.end("FINISHED")  # rarely reached: the driver's CloseTrialRuns ends the run
+
+
+def _log_images(run: TrialRun, state: TrainState, data, artifact_path: str) -> None:
+    from vae_core import viz
+
+    with tempfile.TemporaryDirectory() as folder:
+        val = data.val.images
+        viz.reconstruction_grid(state.model, val[:32], Path(folder) / "reconstructions.png")
+        viz.sample_grid(state.model, Path(folder) / "samples.png", seed=state.config.train.seed)
+        viz.interpolation_grid(state.model, val[:16], Path(folder) / "interpolations.png")
+        run.log_files(Path(folder), artifact_path)
