@@ -143,12 +143,11 @@ def resolve(client: MlflowClient, ref: str):
             f"{', '.join(names) if names else 'none yet (run a sweep first)'}"
         ) from None
     versions = client.search_model_versions(f"name = '{name}'")
-    available = (
-        f"versions {', '.join(sorted((v.version for v in versions), key=int))}; "
-        f"aliases {', '.join(f'{a}->{v}' for a, v in sorted(model.aliases.items()))}"
-    )
+    numbers = sorted((str(v.version) for v in versions), key=int)
+    aliases = ", ".join(f"{a}->{v}" for a, v in sorted(model.aliases.items())) or "none"
+    available = f"versions {', '.join(numbers)}; aliases {aliases}"
     if which.isdigit():
-        found = [v for v in versions if v.version == which]
+        found = [v for v in versions if str(v.version) == which]
         if not found:
             raise ModelNotFoundError(f"{name} has no version {which}: {available}")
         return found[0]

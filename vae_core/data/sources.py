@@ -222,7 +222,7 @@ def crop_box(width: int, height: int, crop: str) -> tuple[float, float, float, f
     return left, top, left + side, top + side
 
 
-def _decode_file(path: Path, size: int, channels: int, crop: str) -> np.ndarray:
+def decode_image(path: Path, size: int, channels: int, crop: str) -> np.ndarray:
     """One image file -> uint8 (C, size, size). Grayscale, RGBA (alpha dropped), CMYK and
     palette images are converted to the dataset's colour mode."""
     from PIL import Image
@@ -242,7 +242,7 @@ def _file_decoder(
 ) -> Callable[[int, int], Decoded]:
     def one(row: int) -> tuple[int, np.ndarray | None, str]:
         try:
-            return row, _decode_file(root / files[row], size, channels, crop), ""
+            return row, decode_image(root / files[row], size, channels, crop), ""
         except Exception as err:  # noqa: BLE001 - any unreadable file is reported, not fatal
             return row, None, f"{type(err).__name__}: {err}"
 

@@ -1,0 +1,134 @@
+"""`vae-sweep`: use the models a sweep registered, by name.
+
+    vae-sweep pull celeba-vae@champion --out models/celeba      # files: checkpoint, config
+    vae-sweep sample celeba-vae -n 64 --out samples.png           # alias defaults to champion
+    vae-sweep reconstruct celeba-vae/3 --images faces/ --out recon.png
+    vae-sweep encode celeba-vae --images faces/ --out latents.parquet
+
+NAME@ALIAS, NAME/VERSION or models:/... ; the tracking URI is --tracking-uri, else
+$MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlflow.db. In Python:
+`sweeps.registry.load_model("celeba-vae@champion")` returns the VAE in eval mode.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from sweeps.registry import ModelNotFoundError, download, load_model
+from sweeps.tracking import absolute_tracking_uri, default_tracking_uri
+from vae_core import viz
+from vae_core.data.sources import DatasetNotFoundError, decode_image, list_images
+from vae_core.model import VAE
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="vae-sweep", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--tracking-uri", help="MLflow tracking URI")
+    commands = parser.add_subparsers(dest="command", required=True)
+    pull = commands.add_parser("pull", help="download a registered model's files")
+    pull.add_argument("ref", metavar="NAME[@ALIAS]")
+    pull.add_argument("--out", type=Path, required=True, metavar="DIR")
+    sample = commands.add_parser("sample", help="a PNG grid of samples from the prior")
+    sample.add_argument("ref", metavar="NAME[@ALIAS]")
+    sample.add_argument("-n", type=int, default=64, help="how many (default 64)")
+    sample.add_argument("--seed", type=int, default=0)
+    sample.add_argument("--out", type=Path, required=True, metavar="FILE.png")
+    for name, what in (
+        ("reconstruct", "a PNG grid: images beside their reconstructions"),
+        ("encode", "posterior means of images as Parquet (file, z_0, z_1, ...)"),
+    ):
+        command = commands.add_parser(name, help=what)
+        command.add_argument("ref", metavar="NAME[@ALIAS]")
+        command.add_argument(
+            "--images",
+            type=Path,
+            required=True,
+            metavar="DIR",
+            help="a folder of JPEG/PNG/WebP images (searched recursively)",
+        )
+        command.add_argument(
+            "--limit", type=int, default=None if name == "encode" else 32, help="at most N images"
+        )
+        command.add_argument("--crop", choices=("center", "tight", "none"), default="center")
+        command.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N (default cpu)")
+    return parser
+
+
+def _images_for(
+    model: VAE,
+    folder: Path,
+    crop: str,
+    limit: int | None,
+) -> tuple[torch.Tensor, list[str]]:
+    """The folder's images at the model's size and colour, uint8 (N, C, H, W)."""
+    channels, size = model.image_shape[0], model.image_shape[1]
+    if not folder.is_dir():
+        raise DatasetNotFoundError(f"--images {folder}: not a folder")
+    images, kept = [], []
+    for name in list_images(folder)[:limit]:
+        try:
+            images.append(decode_image(folder / name, size, channels, crop))
+            kept.append(name)
+        except Exception as err:  # noqa: BLE001 - an unreadable file is skipped, and said
+            print(f"vae-sweep: skipped {name}: {type(err).__name__}: {err}", file=sys.stderr)
+    if not kept:
+        raise DatasetNotFoundError(f"--images {folder}: no readable JPEG/PNG/WebP image")
+    return torch.from_numpy(np.stack(images)), kept
+
+
+def _encode(model: VAE, images: torch.Tensor, out: Path, files: list[str]) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    with torch.no_grad():
+        x = model.coding.encode(images.to(next(model.parameters()).device), dequantize=False)
+        z = model.encode(x).mode().cpu().numpy()  # (N, Z)
+    table = pa.table({"file": files, **{f"z_{j}": z[:, j] for j in range(z.shape[1])}})
+    tmp = out.with_name(f".{out.name}.tmp")
+    pq.write_table(table, tmp)
+    tmp.replace(out)
+
+
+def run(args: argparse.Namespace) -> str:
+    uri = absolute_tracking_uri(args.tracking_uri or default_tracking_uri())
+    if args.command == "pull":
+        with tempfile.TemporaryDirectory() as tmp:
+            checkpoint = download(uri, args.ref, Path(tmp))
+            args.out.mkdir(parents=True, exist_ok=True)
+            for f in checkpoint.parent.iterdir():
+                if f.is_file():
+                    (args.out / f.name).write_bytes(f.read_bytes())
+        return f"pulled {args.ref} into {args.out}"
+    model = load_model(args.ref, args.device, tracking_uri=uri)
+    if args.command == "sample":
+        viz.sample_grid(model, args.out, n=args.n, seed=args.seed)
+        return f"wrote {args.n} samples of {args.ref} to {args.out}"
+    images, files = _images_for(model, args.images, args.crop, args.limit)
+    if args.command == "reconstruct":
+        viz.reconstruction_grid(model, images, args.out)
+    else:
+        _encode(model, images, args.out, files)
+    return f"wrote {args.command} of {len(files)} images to {args.out}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        print(f"vae-sweep: {run(args)}", file=sys.stderr)
+    except (ModelNotFoundError, DatasetNotFoundError, ValueError) as err:
+        parser.exit(2, f"vae-sweep: error: {err}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
