@@ -55,14 +55,13 @@ def build_parser(description: str, defaults: dict[str, Any]) -> argparse.Argumen
     p.add_argument(
         "--num-samples",
         type=int,
-        default=d["num_samples"],
-        help="trials to run (default %(default)s)",
+        help=f"trials to run (default {d['num_samples']}; 2 with --smoke-test)",
     )
     p.add_argument(
         "--max-epochs",
         type=int,
-        default=d["max_epochs"],
-        help="epochs of a trial that ASHA never stops (default %(default)s)",
+        help=f"epochs of a trial that ASHA never stops (default {d['max_epochs']}; "
+        "2 with --smoke-test)",
     )
     p.add_argument(
         "--gpus-per-trial",
@@ -128,6 +127,7 @@ def build_parser(description: str, defaults: dict[str, Any]) -> argparse.Argumen
         action="store_true",
         help="2 trials x 2 epochs on 256 images: checks the set-up in a minute",
     )
+    p.set_defaults(default_num_samples=d["num_samples"], default_max_epochs=d["max_epochs"])
     return p
 
 
@@ -235,9 +235,11 @@ def run_sweep(
     search_space: dict[str, Any], base_config: dict[str, Any], args: argparse.Namespace
 ) -> Outcome:
     if args.smoke_test:
-        args.num_samples = min(args.num_samples, SMOKE["num_samples"])
-        args.max_epochs = min(args.max_epochs, SMOKE["max_epochs"])
+        args.num_samples = args.num_samples or SMOKE["num_samples"]
+        args.max_epochs = args.max_epochs or SMOKE["max_epochs"]
         args.image_every = SMOKE["image_every"]
+    args.num_samples = args.num_samples or args.default_num_samples
+    args.max_epochs = args.max_epochs or args.default_max_epochs
     base = resolve_base(base_config, args)
     check_space(search_space, base)
     dataset = base.data.dataset
