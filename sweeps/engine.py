@@ -254,9 +254,6 @@ def run_sweep(
     )
     registry_name = args.registry_name or f"{dataset}-vae"
 
-    print(f"vae-sweep: preparing {dataset} (once per node)", file=sys.stderr)
-    load_splits(base)  # decode into the node cache now, not inside the first trials
-
     client = MlflowClient(tracking_uri)
     experiment_id = tracking.get_or_create_experiment(
         client, args.experiment or f"vae-sweep/{dataset}", tracking_uri
@@ -275,9 +272,12 @@ def run_sweep(
             "metric": METRIC,
         },
         tags={"dataset": dataset, "git_sha": _git_sha(), **_versions()},
+        resume=args.resume,
     )
     study_db = _optuna_storage(storage, name)
     try:
+        print(f"vae-sweep: preparing {dataset} (once per node)", file=sys.stderr)
+        load_splits(base)  # decode into the node cache now, not inside the first trials
         results = _tune(
             search_space, base, args, name, storage, study_db, tracking_uri, experiment_id, parent
         )

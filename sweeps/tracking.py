@@ -85,12 +85,23 @@ def start_sweep_run(
     sweep_name: str,
     params: dict[str, Any],
     tags: dict[str, str],
+    resume: bool,
 ) -> str:
-    """The sweep's parent run: found again when the sweep resumes, else created."""
+    """The sweep's parent run: created, or found again when the sweep resumes."""
     run_id = find_sweep_run(client, experiment_id, sweep_name)
-    if run_id is not None:
+    if resume:
+        if run_id is None:
+            raise ValueError(
+                f"--resume: no MLflow run of a sweep named '{sweep_name}' in this "
+                "experiment; check --name, --experiment and --tracking-uri"
+            )
         client.update_run(run_id, status="RUNNING")
         return run_id
+    if run_id is not None:
+        raise ValueError(
+            f"--name {sweep_name}: a sweep of that name exists already; pass "
+            "--resume to continue it, or choose another name"
+        )
     run = client.create_run(
         experiment_id, run_name=sweep_name, tags={ROLE: "sweep", SWEEP_NAME: sweep_name, **tags}
     )

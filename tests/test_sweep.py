@@ -238,3 +238,12 @@ def test_model_references():
     assert parse_ref("celeba-vae") == ("celeba-vae", "champion")
     assert parse_ref("models:/celeba-vae@challenger") == ("celeba-vae", "challenger")
     assert parse_ref("celeba-vae/3") == ("celeba-vae", "3")
+
+
+def test_a_taken_name_is_refused_before_any_trial(done):
+    job, _, _ = done
+    again = sweep(job, "--name", "first")
+    assert again.returncode == 2
+    assert "--name first: a sweep of that name exists already; pass --resume" in again.stderr
+    resumed = sweep(job, "--name", "nope", "--resume")
+    assert resumed.returncode == 2 and "no MLflow run of a sweep named 'nope'" in resumed.stderr
