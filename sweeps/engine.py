@@ -131,6 +131,10 @@ def build_parser(description: str, defaults: dict[str, Any]) -> argparse.Argumen
     return p
 
 
+class SweepInterrupted(RuntimeError):
+    """Ctrl+C (or SIGUSR1) stopped the sweep; Tune saved its state for --resume."""
+
+
 @dataclass
 class Outcome:
     name: str
@@ -153,6 +157,8 @@ def main(
     args = parser.parse_args(argv)
     try:
         return run_sweep(search_space, base_config, args)
+    except SweepInterrupted as err:
+        parser.exit(130, f"{parser.prog}: {err}\n")
     except (ConfigError, ValueError, FileNotFoundError) as err:
         parser.exit(2, f"{parser.prog}: error: {err}\n")
 
@@ -281,7 +287,10 @@ def run_sweep(
         results = _tune(
             search_space, base, args, name, storage, study_db, tracking_uri, experiment_id, parent
         )
+        _check_complete(results, client, parent, name, args)
         outcome = _finish(results, client, tracking_uri, parent, registry_name, name, study_db)
+    except SweepInterrupted:
+        raise  # the runs are ended KILLED, waiting for --resume
     except BaseException as err:
         tracking.end_if_running(
             client, parent, "FAILED", {tracking.ERROR: f"{type(err).__name__}: {err}"[:5000]}
@@ -358,6 +367,26 @@ def _tune(
         ),
     )
     return tuner.fit()
+
+
+def _check_complete(results, client: MlflowClient, parent: str, name: str, args) -> None:
+    """After Ctrl+C, Tune returns normally. The experiment state it saved for --resume says
+    what is unfinished: trials still PENDING there, or fewer trials than asked for. End their
+    runs and the sweep's KILLED (none is left RUNNING) and say how to resume."""
+    saved = tune.ExperimentAnalysis(results.experiment_path).trials
+    unfinished = [t for t in saved if t.status not in ("TERMINATED", "ERROR")]
+    missing = args.num_samples - len(saved) if args.time_budget is None else 0
+    if not unfinished and missing <= 0:
+        return
+    resume = f"{Path(sys.argv[0]).name} --resume --name {name} (same --storage-path)"
+    note = {tracking.STOP_REASON: f"interrupted; continue with {resume}"}
+    run_ids = [(t.last_result or {}).get("mlflow_run_id") for t in unfinished]
+    tracking.end_runs(client, [r for r in run_ids if r], "KILLED", note)
+    tracking.end_if_running(client, parent, "KILLED", note)
+    raise SweepInterrupted(
+        f"sweep {name} interrupted with {len(unfinished) + max(missing, 0)} of "
+        f"{args.num_samples} trials unfinished; its state is saved: continue with {resume}"
+    )
 
 
 def _optuna_storage(storage: str, name: str) -> str:

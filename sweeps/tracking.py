@@ -24,6 +24,7 @@ SWEEP_NAME = "vae_sweep.sweep_name"
 STOP_REASON = "vae_sweep.stop_reason"
 ERROR = "vae_sweep.error"
 PARENT = "mlflow.parentRunId"
+TRIAL_ID = "ray.trial_id"
 MAX_PARAM_LENGTH = 6000  # MLflow's limit on a param value
 
 
@@ -110,7 +111,9 @@ def start_sweep_run(
 
 
 class TrialRun:
-    """A trial's child run, created on first use or continued from a restored checkpoint."""
+    """A trial's child run: continued when the trial restarts (its id from the checkpoint,
+    else found by the trial's id under the same parent: a trial that died before its first
+    checkpoint), created otherwise. `tags` are set either way (e.g. the new worker's pid)."""
 
     def __init__(
         self,
@@ -119,13 +122,17 @@ class TrialRun:
         parent_run_id: str,
         run_id: str | None,
         name: str,
+        trial_id: str,
         tags: dict[str, str],
         params: dict[str, Any],
     ) -> None:
         self.client = MlflowClient(tracking_uri)
+        tags = {TRIAL_ID: trial_id, **tags}
+        run_id = run_id or self._find(experiment_id, parent_run_id, trial_id)
         if run_id is not None:
             self.run_id = run_id
-            self.client.update_run(run_id, status="RUNNING")  # restored after a failure
+            self.client.update_run(run_id, status="RUNNING")  # restarted after a failure
+            self.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
             return
         run = self.client.create_run(
             experiment_id,
@@ -134,6 +141,14 @@ class TrialRun:
         )
         self.run_id = run.info.run_id
         log_params(self.client, self.run_id, params)
+
+    def _find(self, experiment_id: str, parent_run_id: str, trial_id: str) -> str | None:
+        runs = self.client.search_runs(
+            [experiment_id],
+            f"tags.`{PARENT}` = '{parent_run_id}' and tags.`{TRIAL_ID}` = '{trial_id}'",
+            max_results=1,
+        )
+        return runs[0].info.run_id if runs else None
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         now = int(time.time() * 1000)

@@ -8,6 +8,7 @@ continuing its own MLflow run, whose id travels in the checkpoint.
 from __future__ import annotations
 
 import math
+import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,9 +59,10 @@ def train_trial(params: dict[str, Any], context: SweepContext) -> None:
         context.parent_run_id,
         run_id,
         name=tune_ctx.get_trial_name(),
+        trial_id=tune_ctx.get_trial_id(),
         tags={
-            "ray.trial_id": tune_ctx.get_trial_id(),
             "ray.node_id": ray.get_runtime_context().get_node_id(),
+            "ray.worker_pid": str(os.getpid()),
         },
         params=config.flat(),
     )
