@@ -12,8 +12,11 @@ is `challenger`. `models:/NAME@champion` or `NAME@champion` (or `NAME/3`) find a
 from __future__ import annotations
 
 import math
+import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,6 +49,19 @@ class Registered:
     previous_champion: str | None
 
 
+@contextmanager
+def using_tracking_uri(uri: str) -> Iterator[None]:
+    """MLflow's fluent API (log_model needs it) on `uri`, then the previous URI again:
+    mlflow.set_tracking_uri also sets $MLFLOW_TRACKING_URI, which would leak into every
+    process started afterwards."""
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(before)  # None unsets the variable again
+
+
 def signature_for(channels: int, size: int) -> ModelSignature:
     return ModelSignature(
         inputs=Schema([TensorSpec(np.dtype(np.uint8), (-1, channels, size, size))]),
@@ -65,8 +81,7 @@ def log_and_register(
         shutil.copyfile(checkpoint, staged)
         config_file = Path(folder) / "config.yaml"
         config_file.write_text(yaml.safe_dump(ckpt.config.to_dict(), sort_keys=False))
-        mlflow.set_tracking_uri(tracking_uri)
-        with mlflow.start_run(run_id=run_id, nested=True):
+        with using_tracking_uri(tracking_uri), mlflow.start_run(run_id=run_id, nested=True):
             info = mlflow.pyfunc.log_model(
                 name="model",
                 python_model=str(SERVING_CODE),
@@ -158,14 +173,22 @@ def resolve(client: MlflowClient, ref: str):
 
 def download(tracking_uri: str, ref: str, out: Path) -> Path:
     """Download a registered version's files into `out`; returns the checkpoint path."""
-    version = resolve(MlflowClient(tracking_uri), ref)
+    client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
+    version = resolve(client, ref)
     out.mkdir(parents=True, exist_ok=True)
-    uri = f"models:/{version.name}/{version.version}"
-    mlflow.set_tracking_uri(tracking_uri)
-    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(out)))
+    # The version's own artifact location, not a models:/ URI: MLflow resolves those through
+    # the process-global registry URI, whatever tracking_uri says.
+    source = client.get_model_version_download_uri(version.name, str(version.version))
+    local = Path(
+        mlflow.artifacts.download_artifacts(
+            artifact_uri=source, dst_path=str(out), tracking_uri=tracking_uri
+        )
+    )
     found = sorted(local.rglob(CHECKPOINT_NAME))
     if not found:
-        raise ModelNotFoundError(f"{uri} holds no {CHECKPOINT_NAME}: not a vae-sweep model")
+        raise ModelNotFoundError(
+            f"{version.name}/{version.version} holds no {CHECKPOINT_NAME}: not a vae-sweep model"
+        )
     return found[0]
 
 

@@ -2,6 +2,7 @@
 registry, and the model pulled back by name. The script runs from a copy elsewhere, as
 `ray submit` runs it."""
 
+import os
 import shutil
 import subprocess
 import sys
@@ -16,7 +17,7 @@ from optuna.trial import TrialState
 from ray import tune
 
 from sweeps.engine import check_space
-from sweeps.registry import ModelNotFoundError, load_model, parse_ref
+from sweeps.registry import ModelNotFoundError, load_model, parse_ref, using_tracking_uri
 from sweeps.searcher import PruningAwareOptunaSearch
 from vae_core import Config, ConfigError
 
@@ -119,6 +120,7 @@ def test_optuna_is_told_which_trials_were_pruned(done):
 
 def test_best_model_is_registered_and_pulled_back_by_name(done, tmp_path):
     job, uri, first = done
+    env_before = os.environ.get("MLFLOW_TRACKING_URI")
     client = MlflowClient(uri)
     version = client.get_model_version_by_alias("shapes-vae", "champion")
     tags = version.tags
@@ -129,8 +131,10 @@ def test_best_model_is_registered_and_pulled_back_by_name(done, tmp_path):
 
     model = load_model("shapes-vae@champion", tracking_uri=uri)
     assert not model.training and model.image_shape == (3, 64, 64)
-    mlflow.set_tracking_uri(uri)
-    served = mlflow.pyfunc.load_model("models:/shapes-vae@champion")
+    assert os.environ.get("MLFLOW_TRACKING_URI") == env_before  # no global left behind
+    with using_tracking_uri(uri):
+        served = mlflow.pyfunc.load_model("models:/shapes-vae@champion")
+    assert os.environ.get("MLFLOW_TRACKING_URI") == env_before
     images = np.zeros((2, 3, 64, 64), dtype=np.uint8)
     assert served.predict(images).shape == (2, model.latent_dim)
     recon = served.predict(images, params={"output": "reconstruction"})

@@ -21,6 +21,8 @@ def start(job, *flags):
             "--smoke-test",
             "--storage-path",
             str(job / "ray"),
+            "--tracking-uri",
+            f"sqlite:///{job / 'mlflow.db'}",
             *flags,
         ],
         cwd=job,
@@ -30,13 +32,20 @@ def start(job, *flags):
     )
 
 
-def wait_for(condition, timeout=300, what="condition"):
+def wait_for(sweep, condition, what, timeout=300):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         found = condition()
         if found:
             return found
+        if sweep.poll() is not None:
+            out, err = sweep.communicate()
+            raise AssertionError(
+                f"the sweep ended ({sweep.returncode}) before {what}:\n"
+                f"{out[-2000:]}\n{err[-4000:]}"
+            )
         time.sleep(0.2)
+    sweep.kill()
     raise AssertionError(f"timed out waiting for {what}")
 
 
@@ -65,11 +74,13 @@ def test_a_killed_trial_worker_is_restored_into_its_own_run(tmp_path):
     sweep = start(job, "--num-samples", "1", "--max-epochs", "8", "--name", "kill")
 
     def checkpointed_pid():
+        # the files first: opening the MLflow DB while the driver still creates it would race
+        if not list((job / "ray" / "kill").glob("train_trial_*/checkpoint_000000")):
+            return None
         runs = trial_runs(job)
-        has_ckpt = list((job / "ray" / "kill").glob("train_trial_*/checkpoint_000000"))
-        return runs and has_ckpt and runs[0].data.tags.get("ray.worker_pid")
+        return runs and runs[0].data.tags.get("ray.worker_pid")
 
-    pid = int(wait_for(checkpointed_pid, what="the trial's first checkpoint"))
+    pid = int(wait_for(sweep, checkpointed_pid, "the trial's first checkpoint"))
     os.kill(pid, signal.SIGKILL)
     out, err = sweep.communicate(timeout=600)
     assert sweep.returncode == 0, err[-3000:]
@@ -86,9 +97,9 @@ def test_an_interrupted_sweep_resumes_without_duplicates(tmp_path):
     job = job_dir(tmp_path)
     flags = ("--num-samples", "3", "--max-epochs", "4", "--max-concurrent", "1", "--name", "cut")
     sweep = start(job, *flags)
+    second = job / "ray" / "cut"
     wait_for(
-        lambda: list((job / "ray" / "cut").glob("train_trial_*/checkpoint_000001")),
-        what="a second checkpoint",
+        sweep, lambda: list(second.glob("train_trial_*/checkpoint_000001")), "a second checkpoint"
     )
     sweep.send_signal(signal.SIGINT)
     out, err = sweep.communicate(timeout=300)
