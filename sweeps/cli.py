@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from mlflow.exceptions import MlflowException
 
 from sweeps.registry import ModelNotFoundError, download, load_model
 from sweeps.tracking import absolute_tracking_uri, default_tracking_uri
@@ -127,6 +128,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"vae-sweep: {run(args)}", file=sys.stderr)
     except (ModelNotFoundError, DatasetNotFoundError, ValueError) as err:
         parser.exit(2, f"vae-sweep: error: {err}\n")
+    except MlflowException as err:
+        hint = ""
+        if err.get_http_status_code() in (401, 403):
+            hint = " (check MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD)"
+        parser.exit(
+            2,
+            f"vae-sweep: error: the tracking server refused: "
+            f"{str(err).splitlines()[0][:300]}{hint}\n",
+        )
     return 0
 
 

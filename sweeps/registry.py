@@ -107,7 +107,9 @@ def log_and_register(
 def _ensure_registered_model(client: MlflowClient, name: str) -> None:
     try:
         client.get_registered_model(name)
-    except MlflowException:
+    except MlflowException as err:
+        if err.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
         client.create_registered_model(
             name, description="VAEs found by vae-sweep; alias champion = best test_bpd"
         )
@@ -151,7 +153,9 @@ def resolve(client: MlflowClient, ref: str):
     name, which = parse_ref(ref)
     try:
         model = client.get_registered_model(name)
-    except MlflowException:
+    except MlflowException as err:
+        if err.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise  # e.g. refused credentials: not a missing model
         names = sorted(m.name for m in client.search_registered_models())
         raise ModelNotFoundError(
             f"no registered model '{name}'; registered models: "

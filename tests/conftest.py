@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -14,6 +16,7 @@ from vae_core.data import Split, Splits
 
 # Prepared datasets go to a cache of this test session, never to ~/.cache (subprocesses too).
 os.environ["VAE_CACHE_DIR"] = tempfile.mkdtemp(prefix="vae-sweep-test-cache-")
+atexit.register(shutil.rmtree, os.environ["VAE_CACHE_DIR"], ignore_errors=True)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
