@@ -13,6 +13,7 @@ $MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlflow.db. In Python:
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -107,7 +108,7 @@ def run(args: argparse.Namespace) -> str:
             args.out.mkdir(parents=True, exist_ok=True)
             for f in checkpoint.parent.iterdir():
                 if f.is_file():
-                    (args.out / f.name).write_bytes(f.read_bytes())
+                    shutil.copy2(f, args.out / f.name)
         return f"pulled {args.ref} into {args.out}"
     model = load_model(args.ref, args.device, tracking_uri=uri)
     if args.command == "sample":

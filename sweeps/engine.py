@@ -177,8 +177,6 @@ def resolve_base(base_config: dict[str, Any], args: argparse.Namespace) -> Confi
         changes["cache_dir"] = str(Path(d.cache_dir).resolve())
     if args.smoke_test:
         changes.update(limit=SMOKE["limit"], iwae_samples=SMOKE["iwae"])
-    if args.gpus_per_trial == 0:
-        changes["device"] = "cpu"
     return config.replace(**changes)
 
 
