@@ -180,6 +180,30 @@ def resolve_base(base_config: dict[str, Any], args: argparse.Namespace) -> Confi
     return config.replace(**changes)
 
 
+def check_flags(args: argparse.Namespace) -> None:
+    """Flag values that cannot work, named before anything starts."""
+    rules = [
+        ("num_samples", 1),
+        ("max_epochs", 1),
+        ("grace_period", 1),
+        ("image_every", 1),
+        ("max_concurrent", 1),
+    ]
+    for flag, low in rules:
+        value = getattr(args, flag)
+        if value is not None and value < low:
+            raise ValueError(f"--{flag.replace('_', '-')}: got {value}; expected >= {low}")
+    if args.cpus_per_trial <= 0:
+        raise ValueError(f"--cpus-per-trial: got {args.cpus_per_trial}; expected > 0")
+    if args.gpus_per_trial is not None and args.gpus_per_trial < 0:
+        raise ValueError(
+            f"--gpus-per-trial: got {args.gpus_per_trial}; expected >= 0 "
+            "(0.25 packs four trials on a GPU)"
+        )
+    if args.time_budget is not None and args.time_budget <= 0:
+        raise ValueError(f"--time-budget: got {args.time_budget}; expected seconds > 0")
+
+
 def check_space(space: dict[str, Any], base: Config) -> None:
     """Build the config at every corner of the search space: a bad bound or an unknown field
     fails here, naming it, before any trial starts."""
@@ -239,11 +263,12 @@ def run_sweep(
     search_space: dict[str, Any], base_config: dict[str, Any], args: argparse.Namespace
 ) -> Outcome:
     if args.smoke_test:
-        args.num_samples = args.num_samples or SMOKE["num_samples"]
-        args.max_epochs = args.max_epochs or SMOKE["max_epochs"]
         args.image_every = SMOKE["image_every"]
-    args.num_samples = args.num_samples or args.default_num_samples
-    args.max_epochs = args.max_epochs or args.default_max_epochs
+    for flag in ("num_samples", "max_epochs"):
+        if getattr(args, flag) is None:
+            default = SMOKE[flag] if args.smoke_test else getattr(args, f"default_{flag}")
+            setattr(args, flag, default)
+    check_flags(args)
     base = resolve_base(base_config, args)
     check_space(search_space, base)
     dataset = base.data.dataset

@@ -57,3 +57,30 @@ def test_celeba_image_size_picks_the_base_model():
     assert base_config(argv) is BASE_128 and argv == ["--num-samples", "4"]
     assert base_config([]) is BASE_64
     assert Config.from_dict(BASE_128).model.arch == "conv_bn"
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--num-samples", "0"], "--num-samples: got 0; expected >= 1"),
+        (["--max-epochs", "-2"], "--max-epochs: got -2; expected >= 1"),
+        (["--cpus-per-trial", "0"], "--cpus-per-trial: got 0.0; expected > 0"),
+        (["--gpus-per-trial", "-1"], "--gpus-per-trial: got -1.0; expected >= 0"),
+    ],
+)
+def test_bad_flags_are_refused_before_anything_starts(flags, message, tmp_path):
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "sweeps" / "shapes.py"),
+            *flags,
+            "--storage-path",
+            str(tmp_path / "ray"),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 2 and message in out.stderr
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "ray").exists()
