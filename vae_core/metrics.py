@@ -74,12 +74,13 @@ def evaluate(
     nelbo = kl_sum = sq_err = 0.0
     means = []
     for batch in index_batches(len(images), batch_size):
-        x = coding.encode(images[batch].to(device), generator)
+        pixels = images[batch].to(device)  # uint8, moved once
+        x = coding.encode(pixels, generator)
         posterior, z, px_z = model(x, generator)
         kl = posterior.kl()
         nelbo += (-px_z.log_prob(x) + kl).sum().item()
         kl_sum += kl.sum().item()
-        target = coding.to_unit(coding.encode(images[batch].to(device), dequantize=False))
+        target = coding.to_unit(coding.encode(pixels, dequantize=False))
         recon = coding.to_unit(model.decode(posterior.mode()).mean)
         sq_err += (recon - target).pow(2).sum().item()
         means.append(posterior.mean)

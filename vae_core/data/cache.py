@@ -32,6 +32,7 @@ from vae_core.data.sources import (
     plan_folder,
     plan_shapes,
     plan_torchvision,
+    require_folder,
     resolve_data_root,
 )
 
@@ -75,8 +76,7 @@ def source_fingerprint(config: Config) -> str:
     else:
         root = resolve_data_root(d.data_root)
         folder = find_celeba(root)[0] if d.dataset == "celeba" else root
-        if not folder.is_dir():
-            plan_folder(d.dataset, folder, 1, 1, d.crop)  # raises the usual clear error
+        require_folder(d.dataset, folder)
         files = list_images(folder)
         parts += [str(folder)] + [f"{f} {_size(folder / f)}" for f in files]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]

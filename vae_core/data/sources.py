@@ -318,6 +318,11 @@ def _read_partition(path: Path, files: list[str]) -> dict[str, str]:
     return split_of
 
 
+def require_folder(dataset: str, folder: Path) -> None:
+    if not folder.is_dir():
+        raise DatasetNotFoundError(f"{dataset}: {folder} is not a folder")
+
+
 def plan_folder(
     dataset: str,
     folder: Path,
@@ -330,8 +335,7 @@ def plan_folder(
 ) -> Plan:
     """A plan over image files: celeba (partition file) or image_folder (labels from
     first-level sub-folders when every image is in one)."""
-    if not folder.is_dir():
-        raise DatasetNotFoundError(f"{dataset}: {folder} is not a folder")
+    require_folder(dataset, folder)
     files = list_images(folder)
     if not files:
         raise DatasetNotFoundError(
