@@ -17,9 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import optuna
 import ray
 from mlflow.entities import Metric, RunTag
 from mlflow.tracking import MlflowClient
+from optuna.trial import TrialState
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search import ConcurrencyLimiter
@@ -311,6 +313,7 @@ def run_sweep(
             search_space, base, args, name, storage, study_db, tracking_uri, experiment_id, parent
         )
         _check_complete(results, client, parent, name, args)
+        _settle(results, client, parent, study_db, name, args.max_epochs)
         outcome = _finish(results, client, tracking_uri, parent, registry_name, name, study_db)
     except SweepInterrupted:
         raise  # the runs are ended KILLED, waiting for --resume
@@ -410,6 +413,33 @@ def _check_complete(results, client: MlflowClient, parent: str, name: str, args)
         f"sweep {name} interrupted with {len(unfinished) + max(missing, 0)} of "
         f"{args.num_samples} trials unfinished; its state is saved: continue with {resume}"
     )
+
+
+def _settle(results, client: MlflowClient, parent: str, study_db: str, name: str, max_epochs):
+    """Leave nothing RUNNING once every trial has ended, whatever killed what on the way
+    (e.g. a driver killed with SIGKILL between a trial's end and its run's): each trial run
+    gets its trial's final status; a run whose trial is not in the saved sweep (it started
+    after the driver last saved its state, and was proposed again on --resume) ends KILLED.
+    Optuna trials left RUNNING by a dead driver are told FAIL."""
+    trials = {t.trial_id: t for t in tune.ExperimentAnalysis(results.experiment_path).trials}
+    running = client.search_runs(
+        [client.get_run(parent).info.experiment_id],
+        f"tags.`{tracking.PARENT}` = '{parent}' and attributes.status = 'RUNNING'",
+    )
+    for run in running:
+        trial = trials.get(run.data.tags.get(tracking.TRIAL_ID))
+        if trial is None:
+            status, tags = "KILLED", {tracking.STOP_REASON: "lost with the driver; proposed again"}
+        elif trial.status == "ERROR":
+            status, tags = "FAILED", {tracking.ERROR: tracking.error_text(trial)}
+        elif (trial.last_result or {}).get("epoch", 0) >= max_epochs:
+            status, tags = "FINISHED", {}
+        else:
+            status, tags = "KILLED", {tracking.STOP_REASON: "stopped early by ASHA"}
+        tracking.end_if_running(client, run.info.run_id, status, tags)
+    study = optuna.load_study(study_name=name, storage=study_db)
+    for trial in study.get_trials(deepcopy=False, states=[TrialState.RUNNING]):
+        study.tell(trial.number, state=TrialState.FAIL)
 
 
 def _optuna_storage(storage: str, name: str) -> str:

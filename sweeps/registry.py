@@ -7,6 +7,11 @@ whose code is sweeps/serving.py, so `mlflow.pyfunc.load_model(uri).predict(image
 Aliases, not stages (deprecated in MLflow 3): `champion` moves to a new version only if its
 test_bpd beats the current champion's on the same dataset and image size; else the new version
 is `challenger`. `models:/NAME@champion` or `NAME@champion` (or `NAME/3`) find a version.
+
+Registration is idempotent per sweep (a version tagged with the sweep's run id is reused, so a
+sweep resumed after its driver died never registers twice), and the champion settles on the
+best of the current champion and every newer version on the same data, checked again after
+each move, so two sweeps registering into one model at once end with the better one.
 """
 
 from __future__ import annotations
@@ -74,7 +79,15 @@ def log_and_register(
     tracking_uri: str, run_id: str, checkpoint: Path, name: str, tags: dict[str, str]
 ) -> Registered:
     """Log the checkpoint as a pyfunc model under `run_id`, register it as a new version of
-    `name`, and give it the champion or challenger alias."""
+    `name` (or find the one this sweep, tags["sweep_run_id"], registered already), and give it
+    the champion or challenger alias."""
+    client = MlflowClient(tracking_uri)
+    _ensure_registered_model(client, name)
+    earlier = client.search_model_versions(
+        f"name = '{name}' and tags.sweep_run_id = '{tags['sweep_run_id']}'"
+    )
+    if earlier:
+        return _settle_aliases(client, name, str(earlier[0].version))
     ckpt = read_checkpoint(checkpoint)
     with tempfile.TemporaryDirectory() as folder:
         staged = Path(folder) / CHECKPOINT_NAME
@@ -93,15 +106,52 @@ def log_and_register(
                 ),
                 pip_requirements=["vae-sweep"],
             )
-    client = MlflowClient(tracking_uri)
-    _ensure_registered_model(client, name)
-    version = client.create_model_version(
-        name, info.model_uri, run_id=run_id, tags=tags, model_id=info.model_id
+    with using_tracking_uri(tracking_uri):  # the SQL registry looks the logged model up
+        version = client.create_model_version(  # through the global tracking URI
+            name, info.model_uri, run_id=run_id, tags=tags, model_id=info.model_id
+        )
+    return _settle_aliases(client, name, str(version.version))
+
+
+def _settle_aliases(client: MlflowClient, name: str, version: str) -> Registered:
+    """Champion: the best of the current champion and the versions newer than it on the same
+    data, re-checked until it stands (another sweep may register meanwhile); `version` is
+    challenger if it did not win."""
+    first = _alias_version(client, name, CHAMPION)
+    for _ in range(5):
+        champion = _alias_version(client, name, CHAMPION)
+        best = _best_since(client, name, champion)
+        if champion is not None and best.version == champion.version:
+            break
+        client.set_registered_model_alias(name, CHAMPION, best.version)
+    champion = _alias_version(client, name, CHAMPION)
+    if str(champion.version) == version:
+        previous = str(first.version) if first and str(first.version) != version else None
+        return Registered(name, version, CHAMPION, previous)
+    client.set_registered_model_alias(name, CHALLENGER, version)
+    return Registered(name, version, CHALLENGER, str(champion.version))
+
+
+def _best_since(client: MlflowClient, name: str, champion):
+    """The best of `champion` and every newer version on its data (or, with no champion yet,
+    the best of all versions on the newest version's data)."""
+    versions = sorted(
+        client.search_model_versions(f"name = '{name}'"), key=lambda v: int(v.version)
     )
-    previous = _alias_version(client, name, CHAMPION)
-    alias = CHAMPION if _beats(client, name, previous, tags) else CHALLENGER
-    client.set_registered_model_alias(name, alias, version.version)
-    return Registered(name, version.version, alias, previous.version if previous else None)
+    reference = champion or versions[-1]
+    newer = (
+        [v for v in versions if int(v.version) > int(champion.version)] if champion else versions
+    )
+    rivals = [v for v in newer if _same_data(v.tags, reference.tags)]
+    return min([*([champion] if champion else []), *rivals], key=_test_bpd)
+
+
+def _same_data(a: dict[str, str], b: dict[str, str]) -> bool:
+    return a.get("dataset") == b.get("dataset") and a.get("image_size") == b.get("image_size")
+
+
+def _test_bpd(version) -> float:
+    return float(version.tags.get("test_bpd", math.inf))
 
 
 def _ensure_registered_model(client: MlflowClient, name: str) -> None:
@@ -120,19 +170,6 @@ def _alias_version(client: MlflowClient, name: str, alias: str):
         return client.get_model_version_by_alias(name, alias)
     except MlflowException:
         return None
-
-
-def _beats(client: MlflowClient, name: str, champion, tags: dict[str, str]) -> bool:
-    """True if the new version (its `tags`) should be champion."""
-    if champion is None:
-        return True
-    old = champion.tags
-    same_data = (
-        old.get("dataset") == tags["dataset"] and old.get("image_size") == tags["image_size"]
-    )
-    if not same_data:
-        return False  # not comparable: never replace a champion trained on other data
-    return float(tags["test_bpd"]) < float(old.get("test_bpd", math.inf))
 
 
 def parse_ref(ref: str) -> tuple[str, str]:

@@ -23,6 +23,7 @@ ROLE = "vae_sweep.role"
 SWEEP_NAME = "vae_sweep.sweep_name"
 STOP_REASON = "vae_sweep.stop_reason"
 ERROR = "vae_sweep.error"
+DIVERGED = "vae_sweep.diverged"  # set on a trial run whose loss became NaN/inf
 PARENT = "mlflow.parentRunId"
 TRIAL_ID = "ray.trial_id"
 MAX_PARAM_LENGTH = 6000  # MLflow's limit on a param value
@@ -131,6 +132,7 @@ class TrialRun:
         run_id = run_id or self._find(experiment_id, parent_run_id, trial_id)
         if run_id is not None:
             self.run_id = run_id
+            self.tags = self.client.get_run(run_id).data.tags
             self.client.update_run(run_id, status="RUNNING")  # restarted after a failure
             self.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
             return
@@ -139,7 +141,7 @@ class TrialRun:
             run_name=name,
             tags={ROLE: "trial", PARENT: parent_run_id, "mlflow.runName": name, **tags},
         )
-        self.run_id = run.info.run_id
+        self.run_id, self.tags = run.info.run_id, {}
         log_params(self.client, self.run_id, params)
 
     def _find(self, experiment_id: str, parent_run_id: str, trial_id: str) -> str | None:
@@ -203,10 +205,10 @@ class CloseTrialRuns(tune.Callback):
     def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
         run_id = (trial.last_result or {}).get("mlflow_run_id")
         if run_id:
-            end_if_running(self._client(), run_id, "FAILED", {ERROR: _error_text(trial)})
+            end_if_running(self._client(), run_id, "FAILED", {ERROR: error_text(trial)})
 
 
-def _error_text(trial) -> str:
+def error_text(trial) -> str:
     path = getattr(trial, "error_file", None)
     text = Path(path).read_text() if path and Path(path).exists() else "unknown error"
     lines = [line for line in text.strip().splitlines() if line.strip()]

@@ -18,8 +18,8 @@ import ray
 import torch
 from ray import tune
 
-from sweeps.tracking import TrialRun
-from vae_core import Config, fit, load_splits, read_checkpoint
+from sweeps.tracking import DIVERGED, ERROR, TrialRun
+from vae_core import Config, DivergenceError, fit, load_splits, read_checkpoint
 from vae_core.checkpoint import CHECKPOINT_NAME
 from vae_core.trainer import TrainState
 
@@ -66,6 +66,12 @@ def train_trial(params: dict[str, Any], context: SweepContext) -> None:
         },
         params=config.flat(),
     )
+    if diverged := run.tags.get(DIVERGED):
+        # Tune retries every failed trial; resuming a diverged one from its last checkpoint
+        # (exact RNG state) would only diverge again, so the retry fails at once.
+        err = DivergenceError(f"{diverged} (not retried: it would diverge again)")
+        run.end("FAILED", {ERROR: f"DivergenceError: {err}"[:5000]})
+        raise err
     data = load_splits(config, progress=False)  # the node cache: prepared once per node
 
     def on_epoch_end(state: TrainState) -> None:
@@ -88,7 +94,10 @@ def train_trial(params: dict[str, Any], context: SweepContext) -> None:
     try:
         fit(config, data, on_epoch_end=on_epoch_end, resume_from=resume)
     except Exception as err:
-        run.end("FAILED", {"vae_sweep.error": f"{type(err).__name__}: {err}"[:5000]})
+        tags = {ERROR: f"{type(err).__name__}: {err}"[:5000]}
+        if isinstance(err, DivergenceError):
+            tags[DIVERGED] = str(err)[:5000]
+        run.end("FAILED", tags)
         raise
     run.end("FINISHED")  # rarely reached: the driver's CloseTrialRuns ends the run
 

@@ -11,6 +11,7 @@ import time
 import optuna
 from conftest import REPO
 from mlflow.tracking import MlflowClient
+from ray import tune
 
 
 def start(job, *flags):
@@ -123,3 +124,80 @@ def test_an_interrupted_sweep_resumes_without_duplicates(tmp_path):
     )
     assert len(study.trials) == 3
     assert "registered   shapes-vae version 1" in out
+
+
+DIVERGING = """
+from ray import tune
+from sweeps.engine import main
+
+SEARCH_SPACE = {"lr": tune.choice([1e-3, 1e4])}  # Adam at lr 1e4 turns the loss NaN at step 2
+BASE_CONFIG = {"dataset": "shapes", "arch": "conv", "batch_size": 64, "iwae_samples": 4}
+
+if __name__ == "__main__":
+    main(SEARCH_SPACE, BASE_CONFIG, description="a sweep where some trials diverge")
+"""
+
+
+def test_a_diverging_trial_fails_alone_and_is_not_retried(tmp_path):
+    (tmp_path / "shapes.py").write_text(DIVERGING)
+    flags = ("--num-samples", "4", "--max-epochs", "2", "--grace-period", "2", "--seed", "2")
+    sweep = start(tmp_path, *flags, "--name", "nan")
+    out, err = sweep.communicate(timeout=600)
+    assert sweep.returncode == 0, err[-3000:]
+    runs = trial_runs(tmp_path)
+    diverged = [r for r in runs if r.data.params["train.lr"] == "10000.0"]
+    healthy = [r for r in runs if r.data.params["train.lr"] == "0.001"]
+    assert len(runs) == 4 and diverged and healthy
+    for run in diverged:
+        assert run.info.status == "FAILED"
+        assert "training diverged at epoch 1" in run.data.tags["vae_sweep.diverged"]
+        assert "not retried" in run.data.tags["vae_sweep.error"]  # the retry did not train
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    for run in healthy:
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_bpd")]
+        assert run.info.status == "FINISHED" and steps == [1, 2]
+    trials = tune.ExperimentAnalysis(str(tmp_path / "ray" / "nan")).trials
+    assert sorted(t.status for t in trials) == sorted(
+        ["ERROR"] * len(diverged) + ["TERMINATED"] * len(healthy)
+    )
+    study = optuna.load_study(
+        study_name="nan", storage=f"sqlite:///{tmp_path / 'ray' / 'nan' / 'optuna.db'}"
+    )
+    states = sorted(t.state.name for t in study.trials)
+    assert states == sorted(["FAIL"] * len(diverged) + ["COMPLETE"] * len(healthy))
+    assert "registered   shapes-vae version 1" in out
+
+
+def test_a_sweep_whose_driver_was_killed_resumes_without_duplicates(tmp_path):
+    job = job_dir(tmp_path)
+    flags = ("--num-samples", "3", "--max-epochs", "4", "--max-concurrent", "1", "--name", "kill9")
+    sweep = start(job, *flags)
+    state = job / "ray" / "kill9"
+    wait_for(
+        sweep, lambda: list(state.glob("train_trial_*/checkpoint_000001")), "a second checkpoint"
+    )
+    sweep.kill()  # SIGKILL: no handler runs, nothing is ended or saved on the way out
+    sweep.communicate(timeout=60)
+    assert any(r.info.status == "RUNNING" for r in trial_runs(job))
+
+    resumed = start(job, *flags, "--resume")
+    out, err = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, err[-3000:]
+    runs = trial_runs(job)
+    trial_ids = [r.data.tags["ray.trial_id"] for r in runs]
+    assert len(set(trial_ids)) == len(trial_ids)  # no trial has two runs
+    assert all(r.info.status in ("FINISHED", "KILLED") for r in runs)
+    assert sum(r.info.status == "FINISHED" for r in runs) >= 1
+    client = MlflowClient(f"sqlite:///{job / 'mlflow.db'}")
+    for run in runs:
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_bpd")]
+        assert set(steps) == set(range(1, max(steps) + 1))  # restored trials continued
+    study = optuna.load_study(study_name="kill9", storage=f"sqlite:///{state / 'optuna.db'}")
+    assert all(t.state.name != "RUNNING" for t in study.trials)
+    versions = client.search_model_versions("name = 'shapes-vae'")
+    assert len(versions) == 1 and "registered   shapes-vae version 1" in out
+
+    again = start(job, *flags, "--resume")  # a resume of a finished sweep registers nothing new
+    out, err = again.communicate(timeout=600)
+    assert again.returncode == 0, err[-3000:]
+    assert len(client.search_model_versions("name = 'shapes-vae'")) == 1

@@ -1,0 +1,76 @@
+"""Registration into a real MLflow registry (SQLite): idempotent per sweep, and a champion that
+settles on the best version when sweeps register into one model at once."""
+
+import pytest
+from conftest import make_splits, tiny_config
+from mlflow.tracking import MlflowClient
+
+from sweeps.registry import log_and_register, using_tracking_uri
+from vae_core import fit
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    path = tmp_path_factory.mktemp("ckpt") / "checkpoint.safetensors"
+    fit(tiny_config(epochs=1), make_splits()).save(path)
+    return path
+
+
+@pytest.fixture
+def store(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    experiment = client.create_experiment("e", artifact_location=(tmp_path / "a").as_uri())
+    return uri, client, experiment
+
+
+def tags(sweep_run_id: str, test_bpd: float, dataset: str = "mnist") -> dict[str, str]:
+    return {
+        "dataset": dataset,
+        "image_size": "28",
+        "test_bpd": str(test_bpd),
+        "sweep_run_id": sweep_run_id,
+    }
+
+
+def register(store, checkpoint, sweep: str, test_bpd: float, dataset: str = "mnist"):
+    uri, client, experiment = store
+    run_id = client.create_run(experiment).info.run_id
+    return log_and_register(uri, run_id, checkpoint, "m", tags(sweep, test_bpd, dataset))
+
+
+def aliases(client):
+    return {k: str(v) for k, v in client.get_registered_model("m").aliases.items()}
+
+
+def test_a_sweep_registers_once_however_often_it_finishes(store, checkpoint):
+    first = register(store, checkpoint, "sweep-a", 5.0)
+    again = register(store, checkpoint, "sweep-a", 5.0)  # e.g. resumed after its driver died
+    client = store[1]
+    assert (first.version, first.alias) == ("1", "champion") and again.version == "1"
+    assert len(client.search_model_versions("name = 'm'")) == 1
+
+
+def test_champion_moves_only_to_a_better_version_on_the_same_data(store, checkpoint):
+    client = store[1]
+    assert register(store, checkpoint, "a", 5.0).alias == "champion"
+    worse = register(store, checkpoint, "b", 6.0)
+    assert (worse.alias, worse.previous_champion) == ("challenger", "1")
+    other_data = register(store, checkpoint, "c", 1.0, dataset="fashion_mnist")
+    assert other_data.alias == "challenger"  # not comparable: the champion stays
+    better = register(store, checkpoint, "d", 4.0)
+    assert (better.alias, better.previous_champion) == ("champion", "1")
+    assert aliases(client) == {"champion": "4", "challenger": "3"}
+
+
+def test_two_sweeps_registering_at_once_leave_the_better_one_champion(store, checkpoint):
+    uri, client, experiment = store
+    register(store, checkpoint, "a", 5.0)
+    # Sweep b registered version 2 (better) but has not settled its aliases yet when sweep c
+    # registers version 3 (worse) and settles: the better version must still win.
+    run_id = client.create_run(experiment).info.run_id
+    source = client.get_model_version("m", "1").source
+    with using_tracking_uri(uri):
+        client.create_model_version("m", source, run_id=run_id, tags=tags("b", 3.0))
+    late = register(store, checkpoint, "c", 4.0)
+    assert late.alias == "challenger" and aliases(client)["champion"] == "2"
