@@ -5,11 +5,14 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 
 import pytest
 from conftest import REPO
 from mlflow.tracking import MlflowClient
 from ray.cluster_utils import Cluster
+
+from sweeps.tracking import ROLE
 
 
 @pytest.fixture
@@ -51,3 +54,45 @@ def test_trials_spread_over_both_worker_nodes(cluster, tmp_path):
     nodes = {r.data.tags["ray.node_id"] for r in trials}
     assert len(trials) == 4 and nodes == worker_ids  # both workers, never the head
     assert "registered   shapes-vae version 1" in result.stdout
+
+
+def test_a_lost_worker_node_s_trial_finishes_on_the_other_from_its_checkpoint(cluster, tmp_path):
+    cluster, _ = cluster
+    nodes = {node.node_id: node for node in cluster.worker_nodes}
+    shutil.copy(REPO / "sweeps" / "shapes.py", tmp_path / "shapes.py")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    flags = ["--num-samples", "2", "--max-epochs", "8", "--grace-period", "8", "--name", "lost"]
+    sweep = subprocess.Popen(
+        [sys.executable, "shapes.py", "--smoke-test", *flags, "--tracking-uri", uri]
+        + ["--storage-path", str(tmp_path / "ray")],
+        cwd=tmp_path,
+        env={**os.environ, "RAY_ADDRESS": cluster.address},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+    def trial_runs():
+        return [
+            r for r in MlflowClient(uri).search_runs(["1"]) if r.data.tags.get(ROLE) == "trial"
+        ]
+
+    def checkpointed_twice():  # trials with a second checkpoint (older ones are deleted)
+        found = (tmp_path / "ray" / "lost").glob("*/checkpoint_*")
+        return {path.parent for path in found if int(path.name.split("_")[1]) >= 1}
+
+    deadline = time.monotonic() + 600
+    while len(checkpointed_twice()) < 2:
+        assert sweep.poll() is None and time.monotonic() < deadline, sweep.communicate()[1][-3000:]
+        time.sleep(0.2)
+    victim = trial_runs()[0]
+    lost_node = victim.data.tags["ray.node_id"]
+    cluster.remove_node(nodes[lost_node], allow_graceful=False)
+    out, err = sweep.communicate(timeout=600)
+    assert sweep.returncode == 0, err[-3000:]
+    runs = trial_runs()
+    assert len(runs) == 2 and all(r.info.status == "FINISHED" for r in runs)
+    moved = next(r for r in runs if r.info.run_id == victim.info.run_id)
+    assert moved.data.tags["ray.node_id"] != lost_node  # restored on the surviving node
+    steps = {m.step for m in MlflowClient(uri).get_metric_history(moved.info.run_id, "val_bpd")}
+    assert steps == set(range(1, 9))
