@@ -1,8 +1,11 @@
 """The team set-up, for real on one machine: PostgreSQL started by the test, `mlflow server`
-on it with basic-auth and proxied artifacts, a sweep that logs and registers there with
-credentials from the environment, and `vae-sweep pull` over HTTP. Wrong passwords are refused.
+on it with basic-auth and proxied artifacts, started by docker/tracking-server.sh (the entrypoint
+of the tracking-server image), a sweep that logs and registers there with credentials from the
+environment, and `vae-sweep pull` over HTTP. Wrong passwords are refused, and so are missing or
+short server secrets.
 """
 
+import json
 import os
 import shutil
 import socket
@@ -19,6 +22,7 @@ from mlflow.tracking import MlflowClient
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 PASSWORD = "team-tracking-pass"  # the server refuses admin passwords under 12 characters
+SCRIPT = REPO / "docker" / "tracking-server.sh"  # the tracking-server image's entrypoint
 
 
 def free_port() -> int:
@@ -62,42 +66,30 @@ def postgres():
     shutil.rmtree(folder, ignore_errors=True)
 
 
+def script_env(**settings: str) -> dict[str, str]:
+    """This environment without MLflow settings, plus what tracking-server.sh reads; `mlflow` is
+    this interpreter's."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    return {**env, "PYTHON": sys.executable, **settings}
+
+
 @pytest.fixture(scope="module")
 def server(postgres, tmp_path_factory):
     folder = tmp_path_factory.mktemp("server")
-    (folder / "auth.ini").write_text(
-        "[mlflow]\ndefault_permission = READ\n"
-        f"database_uri = {postgres}/mlflow_auth\nadmin_username = admin\n"
-        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
-    )
     port = free_port()
-    env = {
-        **os.environ,
-        "MLFLOW_AUTH_CONFIG_PATH": str(folder / "auth.ini"),
-        "MLFLOW_AUTH_ADMIN_PASSWORD": PASSWORD,
-        "MLFLOW_FLASK_SERVER_SECRET_KEY": "test-only-secret",
-    }
-    env.pop("MLFLOW_TRACKING_URI", None)
+    env = script_env(
+        MLFLOW_BACKEND_STORE_URI=f"{postgres}/mlflow",
+        MLFLOW_AUTH_DATABASE_URI=f"{postgres}/mlflow_auth",
+        MLFLOW_ARTIFACTS_DESTINATION=str(folder / "artifacts"),
+        MLFLOW_AUTH_ADMIN_PASSWORD=PASSWORD,
+        MLFLOW_FLASK_SERVER_SECRET_KEY="test-only-secret-key",
+        HOST="127.0.0.1",
+        PORT=str(port),
+        TMPDIR=str(folder),  # where the script writes the auth config
+    )
+    # The image's entrypoint, run the way the image runs it: through its #!/bin/sh line.
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mlflow",
-            "server",
-            "--app-name",
-            "basic-auth",
-            "--backend-store-uri",
-            f"{postgres}/mlflow",
-            "--serve-artifacts",
-            "--artifacts-destination",
-            str(folder / "artifacts"),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-        ],
+        [str(SCRIPT)],
         env=env,
         stdout=open(folder / "server.log", "w"),
         stderr=subprocess.STDOUT,
@@ -198,3 +190,88 @@ def test_sweep_logs_and_registers_on_the_server_and_pull_fetches_over_http(serve
     assert refused.returncode == 2 and "refused" in refused.stderr
     assert "MLFLOW_TRACKING_PASSWORD" in refused.stderr
     assert not (tmp_path / "nope").exists()
+
+
+# Settings the start script accepts; the tests below leave one out or spoil it.
+GOOD_SETTINGS = {
+    "MLFLOW_BACKEND_STORE_URI": "postgresql://mlflow:db-pass@db:5432/mlflow",
+    # A URL-encoded password (p@ss%word): configparser would choke on a bare %.
+    "MLFLOW_AUTH_DATABASE_URI": "postgresql://mlflow:p%40ss%25word@db:5432/mlflow_auth",
+    "MLFLOW_ARTIFACTS_DESTINATION": "s3://bucket/artifacts",
+    "MLFLOW_AUTH_ADMIN_PASSWORD": PASSWORD,
+    "MLFLOW_FLASK_SERVER_SECRET_KEY": "0123456789abcdef",
+}
+
+
+def fake_python(folder: Path) -> Path:
+    """A stand-in for the interpreter: writes to report.json the arguments the script passes
+    and the auth config as mlflow's own reader sees it, instead of starting a server."""
+    stub = folder / "python"
+    stub.write_text(
+        f"#!{sys.executable}\n"
+        "import json, os, stat, sys\n"
+        "from mlflow.server.auth.config import read_auth_config\n"
+        "path = os.environ['MLFLOW_AUTH_CONFIG_PATH']\n"
+        "config = read_auth_config()\n"
+        "report = {'argv': sys.argv[1:], 'database_uri': config.database_uri,\n"
+        "    'default_permission': config.default_permission,\n"
+        "    'admin_username': config.admin_username,\n"
+        "    'mode': stat.S_IMODE(os.stat(path).st_mode),\n"
+        "    'backend': os.environ.get('MLFLOW_BACKEND_STORE_URI')}\n"
+        f"open({str(folder / 'report.json')!r}, 'w').write(json.dumps(report))\n"
+    )
+    stub.chmod(0o755)
+    return stub
+
+
+def run_script(shell: str, folder: Path, settings: dict[str, str]):
+    env = script_env(PYTHON=str(fake_python(folder)), TMPDIR=str(folder), **settings)
+    return subprocess.run(
+        [shell, str(SCRIPT)], env=env, capture_output=True, text=True, timeout=60
+    )
+
+
+@pytest.mark.parametrize("shell", ["sh", "bash"])
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"MLFLOW_AUTH_ADMIN_PASSWORD": None}, "MLFLOW_AUTH_ADMIN_PASSWORD is not set"),
+        ({"MLFLOW_AUTH_ADMIN_PASSWORD": ""}, "MLFLOW_AUTH_ADMIN_PASSWORD is not set"),
+        (
+            {"MLFLOW_AUTH_ADMIN_PASSWORD": "eleven-char"},
+            "MLFLOW_AUTH_ADMIN_PASSWORD has 11 characters; at least 12",
+        ),
+        ({"MLFLOW_FLASK_SERVER_SECRET_KEY": None}, "MLFLOW_FLASK_SERVER_SECRET_KEY is not set"),
+        (
+            {"MLFLOW_FLASK_SERVER_SECRET_KEY": "too-short"},
+            "MLFLOW_FLASK_SERVER_SECRET_KEY has 9 characters",
+        ),
+        ({"MLFLOW_BACKEND_STORE_URI": None}, "MLFLOW_BACKEND_STORE_URI is not set"),
+        ({"MLFLOW_AUTH_DATABASE_URI": None}, "MLFLOW_AUTH_DATABASE_URI is not set"),
+        ({"PORT": "50o0"}, "PORT must be a whole number"),
+    ],
+)
+def test_start_script_refuses_missing_or_weak_settings(tmp_path, shell, change, message):
+    settings = {**GOOD_SETTINGS, **change}
+    result = run_script(shell, tmp_path, {k: v for k, v in settings.items() if v is not None})
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert message in result.stderr
+    assert not (tmp_path / "report.json").exists()  # mlflow was never started
+
+
+@pytest.mark.parametrize("shell", ["sh", "bash"])
+def test_start_script_writes_the_auth_config_and_starts_basic_auth(tmp_path, shell):
+    result = run_script(shell, tmp_path, GOOD_SETTINGS)
+    assert result.returncode == 0, result.stderr
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["database_uri"] == GOOD_SETTINGS["MLFLOW_AUTH_DATABASE_URI"]
+    assert report["default_permission"] == "READ"
+    assert report["admin_username"] == "admin"
+    assert report["mode"] == 0o600  # it holds the database password
+    argv = " ".join(report["argv"])
+    assert argv.startswith("-m mlflow server --app-name basic-auth --serve-artifacts")
+    assert "--artifacts-destination s3://bucket/artifacts" in argv
+    assert "--host 0.0.0.0 --port 5000 --workers 2" in argv
+    # The backend URI reaches mlflow through the environment, not the process list.
+    assert report["backend"] == GOOD_SETTINGS["MLFLOW_BACKEND_STORE_URI"]
+    assert "db-pass" not in argv
