@@ -1,15 +1,65 @@
-"""Write one script's section of docs/BENCHMARKS.md, between its markers, leaving the rest."""
+"""What every benchmark script shares: its JSON results under benchmarks/results/, its section
+of docs/BENCHMARKS.md between markers, and a line on the machine and commit it ran on."""
 
 from __future__ import annotations
 
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
-DOC = Path(__file__).resolve().parents[1] / "docs" / "BENCHMARKS.md"
+REPO = Path(__file__).resolve().parents[1]
+DOC = REPO / "docs" / "BENCHMARKS.md"
+RESULTS = REPO / "benchmarks" / "results"
 HEADER = (
     "# Benchmarks\n\nFigures written by the scripts in `benchmarks/`, each against a baseline "
     "run in the same\nprocess or session on the same machine. Re-run a script to refresh its "
     "section; never edit the numbers.\n"
 )
+
+
+def commit() -> str:
+    """The short commit the figures were measured at (+dirty when the tree has changes)."""
+
+    def git(*args: str) -> str:
+        out = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True)
+        return out.stdout.strip()
+
+    sha = git("rev-parse", "--short", "HEAD") or "unknown"
+    return sha + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+
+
+def machine() -> str:
+    """CPU cores, architecture, GPU if any, torch: the line under each section's title."""
+    import torch
+
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return (
+        f"{os.cpu_count()} CPU cores ({platform.machine()}), {gpu}, torch {torch.__version__}, "
+        f"Python {platform.python_version()}"
+    )
+
+
+def command() -> str:
+    """The command line that ran this script, as a user would type it."""
+    script = Path(sys.argv[0]).resolve()
+    name = script.relative_to(REPO) if script.is_relative_to(REPO) else script
+    return " ".join(["python", str(name), *sys.argv[1:]])
+
+
+def save_json(name: str, data: dict) -> Path:
+    """benchmarks/results/<name>.json, with the commit, machine and command added; written
+    to a temporary file and renamed, never half-written."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    record = {"commit": commit(), "machine": machine(), "command": command(), **data}
+    path = RESULTS / f"{name}.json"
+    with tempfile.NamedTemporaryFile("w", dir=RESULTS, delete=False, suffix=".tmp") as f:
+        json.dump(record, f, indent=2)
+    os.replace(f.name, path)
+    return path
 
 
 def write_section(name: str, body: str) -> None:
@@ -21,5 +71,7 @@ def write_section(name: str, body: str) -> None:
     else:
         text = text.rstrip("\n") + "\n\n" + section + "\n"
     DOC.parent.mkdir(exist_ok=True)
-    DOC.write_text(text)
+    tmp = DOC.with_name(f".{DOC.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, DOC)
     print(section)

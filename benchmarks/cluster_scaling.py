@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -24,16 +23,11 @@ import time
 from pathlib import Path
 
 import ray
-from _report import write_section
+from _report import command, commit, machine, save_json, write_section
 from mlflow.tracking import MlflowClient
 from ray.cluster_utils import Cluster
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _commit() -> str:
-    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True)
-    return out.stdout.decode().strip() or "unknown"
 
 
 def sweep_on(workers: int, trials: int, epochs: int, folder: Path) -> dict:
@@ -109,9 +103,8 @@ def main() -> None:
     body = f"""
 ## Sweep throughput on a loopback cluster: one worker node against two
 
-`python benchmarks/cluster_scaling.py --trials {args.trials} --epochs {args.epochs}` at commit
-{_commit()}, on {os.cpu_count()} CPU cores ({platform.machine()}), ray {ray.__version__}, one
-session. Each run: a fresh `ray.cluster_utils.Cluster` (head with 0 CPUs, N worker nodes of
+`{command()}` at commit {commit()}, on {machine()}, ray {ray.__version__}, one session.
+Each run: a fresh `ray.cluster_utils.Cluster` (head with 0 CPUs, N worker nodes of
 1 CPU), `sweeps/shapes.py --smoke-test` copied outside the repo and run with RAY_ADDRESS,
 {args.trials} trials x {args.epochs} epochs on 256 images, ASHA's grace period = epochs so no
 trial is stopped early.
@@ -124,6 +117,8 @@ start-up, MLflow store, the best trial's test evaluation and registration) does 
 nodes, and here the two "nodes" share the machine's {os.cpu_count()} cores with the driver,
 the GCS and the MLflow writes; on a real cluster each GPU worker brings its own cores and GPU.
 """
+    save_json("cluster_scaling", {"runs": rows, "speedup_wall": speedup_wall,
+                                  "speedup_trial_phase": speedup_trials})  # fmt: skip
     write_section("cluster_scaling", body)
 
 

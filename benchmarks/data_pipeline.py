@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 import torch
-from _report import write_section
+from _report import command, commit, machine, save_json, write_section
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
@@ -195,8 +195,8 @@ def main() -> None:
     lines = [
         f"## Data pipeline: {args.images:,} generated 178x218 JPEGs -> 64 px, batch {BATCH}",
         "",
-        f"`python benchmarks/data_pipeline.py --images {args.images}` on "
-        f"{os.cpu_count()} CPU cores, one session. The Arrow epoch draws shuffled uint8 "
+        f"`{command()}` at commit {commit()} on {machine()}, one session. "
+        "The Arrow epoch draws shuffled uint8 "
         "batches from the memory-mapped file: what the trainer moves to its device, where "
         "they become float (the second Arrow row also makes dequantised float in [-1, 1] on "
         "the CPU, as a CPU-only trial does). The notebook's epoch decodes every JPEG with "
@@ -225,6 +225,16 @@ def main() -> None:
         f"file is in memory once, not twice (whole processes: {mib(process_rss[0])} and "
         f"{mib(process_rss[1])} resident, mostly torch).",
     ]
+    save_json(
+        "data_pipeline",
+        {
+            "images_per_s": {"notebook_0_workers": notebook_rate, "notebook_workers": loader_rate,
+                             "arrow_uint8": uint8_rate, "arrow_float_cpu": float_rate},
+            "prepare_s": prepare_s,
+            "first_batch_s": {"arrow": first_arrow, "notebook": first_notebook},
+            "two_trials": trials,
+        },
+    )  # fmt: skip
     write_section("data_pipeline", "\n".join(lines))
 
 

@@ -16,6 +16,7 @@ import argparse
 import shutil
 import sys
 import tempfile
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +25,7 @@ from mlflow.exceptions import MlflowException
 
 from sweeps.registry import ModelNotFoundError, download, load_model
 from sweeps.tracking import absolute_tracking_uri, default_tracking_uri
-from vae_core import viz
+from vae_core import read_checkpoint, viz
 from vae_core.data.sources import DatasetNotFoundError, decode_image, list_images
 from vae_core.model import VAE
 
@@ -33,12 +34,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vae-sweep", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--tracking-uri", help="MLflow tracking URI")
+    # The shared options go before or after the command: `vae-sweep pull M --tracking-uri U`.
+    # (SUPPRESS: a command's own default would overwrite a value given before the command.)
+    shared = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
+    shared.add_argument(
+        "--tracking-uri", help="MLflow tracking URI (default $MLFLOW_TRACKING_URI, ./mlflow.db)"
+    )
+    shared.add_argument("--device", help="cpu, cuda, cuda:N (default cpu)")
+    parser.add_argument("--tracking-uri", help=argparse.SUPPRESS)
+    parser.add_argument("--device", default="cpu", help=argparse.SUPPRESS)
     commands = parser.add_subparsers(dest="command", required=True)
-    pull = commands.add_parser("pull", help="download a registered model's files")
+    add_command = partial(commands.add_parser, parents=[shared])
+    pull = add_command("pull", help="download a registered model's files")
     pull.add_argument("ref", metavar="NAME[@ALIAS]")
     pull.add_argument("--out", type=Path, required=True, metavar="DIR")
-    sample = commands.add_parser("sample", help="a PNG grid of samples from the prior")
+    sample = add_command("sample", help="a PNG grid of samples from the prior")
     sample.add_argument("ref", metavar="NAME[@ALIAS]")
     sample.add_argument("-n", type=int, default=64, help="how many (default 64)")
     sample.add_argument("--seed", type=int, default=0)
@@ -47,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("reconstruct", "a PNG grid: images beside their reconstructions"),
         ("encode", "posterior means of images as Parquet (file, z_0, z_1, ...)"),
     ):
-        command = commands.add_parser(name, help=what)
+        command = add_command(name, help=what)
         command.add_argument("ref", metavar="NAME[@ALIAS]")
         command.add_argument(
             "--images",
@@ -61,7 +71,6 @@ def build_parser() -> argparse.ArgumentParser:
         )
         command.add_argument("--crop", choices=("center", "tight", "none"), default="center")
         command.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N (default cpu)")
     return parser
 
 
@@ -105,6 +114,7 @@ def run(args: argparse.Namespace) -> str:
     if args.command == "pull":
         with tempfile.TemporaryDirectory() as tmp:
             checkpoint = download(uri, args.ref, Path(tmp))
+            read_checkpoint(checkpoint)  # a safetensors checkpoint (header read, nothing run)
             args.out.mkdir(parents=True, exist_ok=True)
             for f in checkpoint.parent.iterdir():
                 if f.is_file():

@@ -9,11 +9,12 @@ needs is the installed package.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,17 +24,18 @@ from mlflow.entities import Metric, RunTag
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 from ray import tune
-from ray.tune.schedulers import ASHAScheduler
-from ray.tune.search import ConcurrencyLimiter
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
 from ray.tune.search.sample import Categorical, Domain, Float, Integer
 
-from sweeps import tracking
+from sweeps import preflight, tracking
 from sweeps.plots import log_sweep_plots
 from sweeps.registry import log_and_register
 from sweeps.searcher import make_searcher
 from sweeps.trainable import REPORTED, SweepContext, train_trial
 from vae_core import Config, ConfigError, load_splits, read_checkpoint
 from vae_core.checkpoint import CHECKPOINT_NAME, load_model
+from vae_core.data.arrow import PrepareError
 from vae_core.data.sources import resolve_data_root
 from vae_core.metrics import final_metrics
 
@@ -98,6 +100,20 @@ def build_parser(description: str, defaults: dict[str, Any]) -> argparse.Argumen
         help="epochs before ASHA may stop a trial (default %(default)s)",
     )
     p.add_argument(
+        "--search",
+        choices=("tpe", "random"),
+        default="tpe",
+        help="tpe: Optuna's TPE proposes each trial from the results so far (default); "
+        "random: Tune samples the space at random (tune.grid_search entries are walked "
+        "in full, num-samples times), e.g. as a baseline",
+    )
+    p.add_argument(
+        "--scheduler",
+        choices=("asha", "fifo"),
+        default="asha",
+        help="asha: stop unpromising trials early (default); fifo: every trial runs --max-epochs",
+    )
+    p.add_argument(
         "--image-every",
         type=int,
         default=d["image_every"],
@@ -146,6 +162,7 @@ class Outcome:
     registered: Any
     parent_run_id: str
     tracking_uri: str
+    logs: dict[str, int] = field(default_factory=dict)  # late / dropped / pending log calls
 
 
 def main(
@@ -161,7 +178,7 @@ def main(
         return run_sweep(search_space, base_config, args)
     except SweepInterrupted as err:
         parser.exit(130, f"{parser.prog}: {err}\n")
-    except (ConfigError, ValueError, FileNotFoundError) as err:
+    except (ConfigError, ValueError, FileNotFoundError, PrepareError) as err:
         parser.exit(2, f"{parser.prog}: error: {err}\n")
 
 
@@ -210,12 +227,16 @@ def check_space(space: dict[str, Any], base: Config) -> None:
     """Build the config at every corner of the search space: a bad bound or an unknown field
     fails here, naming it, before any trial starts."""
     for key, domain in space.items():
-        if not isinstance(domain, Domain):
+        if isinstance(domain, dict) and list(domain) == ["grid_search"]:
+            values = list(domain["grid_search"])
+        elif isinstance(domain, str | int | float | bool):
+            values = [domain]  # a constant
+        elif not isinstance(domain, Domain):
             raise ValueError(
                 f"search space '{key}': expected a tune domain (tune.choice, "
-                f"tune.loguniform, ...), got {domain!r}"
+                f"tune.loguniform, tune.grid_search, ...), got {domain!r}"
             )
-        if isinstance(domain, Categorical):
+        elif isinstance(domain, Categorical):
             values = list(domain.categories)
         elif isinstance(domain, Float | Integer):
             values = [domain.lower, domain.upper - (1 if isinstance(domain, Integer) else 0)]
@@ -261,6 +282,14 @@ def _resources(args: argparse.Namespace) -> dict[str, float]:
     return {"cpu": args.cpus_per_trial, "gpu": gpus}
 
 
+def _connected(started_ray: bool) -> bool:
+    """True when this driver joined a running cluster (`ray submit`, RAY_ADDRESS), whose
+    autoscaler may add nodes, rather than starting a local Ray of its own. ray.init() joins a
+    cluster started on this machine without saying so; its node object tells (private API)."""
+    node = getattr(ray._private.worker, "_global_node", None)
+    return not (started_ray and getattr(node, "head", False))
+
+
 def run_sweep(
     search_space: dict[str, Any], base_config: dict[str, Any], args: argparse.Namespace
 ) -> Outcome:
@@ -273,6 +302,12 @@ def run_sweep(
     check_flags(args)
     base = resolve_base(base_config, args)
     check_space(search_space, base)
+    grids = [k for k, v in search_space.items() if isinstance(v, dict) and "grid_search" in v]
+    if grids and args.search == "tpe":
+        raise ValueError(
+            f"search space '{grids[0]}': tune.grid_search is walked by --search random, "
+            "not proposed by TPE; pass --search random or use tune.choice"
+        )
     dataset = base.data.dataset
     if args.resume and not args.name:
         raise ValueError("--resume needs --name: the sweep to continue")
@@ -284,10 +319,20 @@ def run_sweep(
         args.tracking_uri or tracking.default_tracking_uri()
     )
     registry_name = args.registry_name or f"{dataset}-vae"
+    print(f"vae-sweep: preparing {dataset} (once per node)", file=sys.stderr)
+    load_splits(base)  # readable here, and decoded into the node cache before any trial
+    if not args.resume:
+        preflight.check_storage(storage, args.num_samples, base)
+    started_ray = not ray.is_initialized()
+    if started_ray:
+        ray.init(log_to_driver=True, include_dashboard=False)
+    resources = _resources(args)
+    preflight.check_resources(resources["cpu"], resources["gpu"], _connected(started_ray))
+    preflight.check_data_on_nodes(base)
 
     client = MlflowClient(tracking_uri)
     experiment_id = tracking.get_or_create_experiment(
-        client, args.experiment or f"vae-sweep/{dataset}", tracking_uri
+        client, args.experiment or f"vae-sweep/{dataset}", tracking_uri, create=not args.resume
     )
     parent = tracking.start_sweep_run(
         client,
@@ -305,16 +350,25 @@ def run_sweep(
         tags={"dataset": dataset, "git_sha": _git_sha(), **_versions()},
         resume=args.resume,
     )
-    study_db = _optuna_storage(storage, name)
+    study_db = _optuna_storage(storage, name) if args.search == "tpe" else None
     try:
-        print(f"vae-sweep: preparing {dataset} (once per node)", file=sys.stderr)
-        load_splits(base)  # decode into the node cache now, not inside the first trials
         results = _tune(
-            search_space, base, args, name, storage, study_db, tracking_uri, experiment_id, parent
+            search_space,
+            base,
+            args,
+            resources,
+            name,
+            storage,
+            study_db,
+            tracking_uri,
+            experiment_id,
+            parent,
         )
         _check_complete(results, client, parent, name, args)
-        _settle(results, client, parent, study_db, name, args.max_epochs)
+        logs = _settle(results, client, parent, study_db, name, args.max_epochs)
         outcome = _finish(results, client, tracking_uri, parent, registry_name, name, study_db)
+        outcome.logs = logs
+        client.set_tag(parent, "vae_sweep.log_calls", json.dumps(logs))
     except SweepInterrupted:
         raise  # the runs are ended KILLED, waiting for --resume
     except BaseException as err:
@@ -331,16 +385,14 @@ def _tune(
     search_space,
     base: Config,
     args,
+    resources: dict[str, float],
     name: str,
     storage: str,
-    study_db: str,
+    study_db: str | None,
     tracking_uri: str,
     experiment_id: str,
     parent: str,
 ):
-    if not ray.is_initialized():
-        ray.init(log_to_driver=True, include_dashboard=False)
-    resources = _resources(args)
     if resources["gpu"] == 0:
         base = base.replace(device="cpu")
     context = SweepContext(
@@ -357,18 +409,28 @@ def _tune(
         path = f"{storage.rstrip('/')}/{name}"
         if not tune.Tuner.can_restore(path):
             raise ValueError(f"--resume: no sweep '{name}' to continue in {storage}")
+        preflight.check_own_state(path)
         tuner = tune.Tuner.restore(
             path, trainable=trainable, resume_errored=True, param_space=search_space
         )
         return tuner.fit()
-    searcher = make_searcher(name, study_db, args.seed, args.max_epochs, METRIC)
-    if args.max_concurrent:
-        searcher = ConcurrencyLimiter(searcher, max_concurrent=args.max_concurrent)
-    scheduler = ASHAScheduler(
-        time_attr="training_iteration",
-        max_t=args.max_epochs,
-        grace_period=min(args.grace_period, args.max_epochs),
-        reduction_factor=3,
+    if study_db is not None:
+        searcher = make_searcher(name, study_db, args.seed, args.max_epochs, METRIC)
+        if args.max_concurrent:
+            searcher = ConcurrencyLimiter(searcher, max_concurrent=args.max_concurrent)
+    else:
+        searcher = BasicVariantGenerator(
+            random_state=args.seed, max_concurrent=args.max_concurrent or 0
+        )
+    scheduler = (
+        ASHAScheduler(
+            time_attr="training_iteration",
+            max_t=args.max_epochs,
+            grace_period=min(args.grace_period, args.max_epochs),
+            reduction_factor=3,
+        )
+        if args.scheduler == "asha"
+        else FIFOScheduler()
     )
     tuner = tune.Tuner(
         trainable,
@@ -415,31 +477,41 @@ def _check_complete(results, client: MlflowClient, parent: str, name: str, args)
     )
 
 
-def _settle(results, client: MlflowClient, parent: str, study_db: str, name: str, max_epochs):
-    """Leave nothing RUNNING once every trial has ended, whatever killed what on the way
-    (e.g. a driver killed with SIGKILL between a trial's end and its run's): each trial run
-    gets its trial's final status; a run whose trial is not in the saved sweep (it started
-    after the driver last saved its state, and was proposed again on --resume) ends KILLED.
-    Optuna trials left RUNNING by a dead driver are told FAIL."""
+def _settle(
+    results, client: MlflowClient, parent: str, study_db: str | None, name: str, max_epochs: int
+) -> dict[str, int]:
+    """Leave nothing RUNNING and nothing undelivered once every trial has ended, whatever
+    happened on the way: the tracking server away (it is waited for, then each trial's
+    outbox is delivered), or a driver killed with SIGKILL between a trial's end and its run's.
+    A run whose trial is not in the saved sweep (it started after the driver last saved its
+    state, and was proposed again on --resume) ends KILLED. Optuna trials left RUNNING by a
+    dead driver are told FAIL. Returns the sweep's late / dropped / pending log calls."""
+    tracking.patiently("ending the sweep's trials", client.get_run, parent)
     trials = {t.trial_id: t for t in tune.ExperimentAnalysis(results.experiment_path).trials}
+    totals = dict.fromkeys(("mlflow_late", "mlflow_dropped", "mlflow_pending"), 0)
+    for trial in trials.values():
+        status, tags = tracking.trial_outcome(trial, max_epochs)
+        counters = tracking.patiently(
+            f"settling {trial}", tracking.settle_trial, client, trial, status, tags
+        )
+        for key, value in (counters or {}).items():
+            totals[key] += value
     running = client.search_runs(
         [client.get_run(parent).info.experiment_id],
         f"tags.`{tracking.PARENT}` = '{parent}' and attributes.status = 'RUNNING'",
     )
-    for run in running:
+    for run in running:  # runs of trials that never reported
         trial = trials.get(run.data.tags.get(tracking.TRIAL_ID))
         if trial is None:
             status, tags = "KILLED", {tracking.STOP_REASON: "lost with the driver; proposed again"}
-        elif trial.status == "ERROR":
-            status, tags = "FAILED", {tracking.ERROR: tracking.error_text(trial)}
-        elif (trial.last_result or {}).get("epoch", 0) >= max_epochs:
-            status, tags = "FINISHED", {}
         else:
-            status, tags = "KILLED", {tracking.STOP_REASON: "stopped early by ASHA"}
+            status, tags = tracking.trial_outcome(trial, max_epochs)
         tracking.end_if_running(client, run.info.run_id, status, tags)
-    study = optuna.load_study(study_name=name, storage=study_db)
-    for trial in study.get_trials(deepcopy=False, states=[TrialState.RUNNING]):
-        study.tell(trial.number, state=TrialState.FAIL)
+    if study_db is not None:
+        study = optuna.load_study(study_name=name, storage=study_db)
+        for trial in study.get_trials(deepcopy=False, states=[TrialState.RUNNING]):
+            study.tell(trial.number, state=TrialState.FAIL)
+    return totals
 
 
 def _optuna_storage(storage: str, name: str) -> str:
@@ -461,7 +533,7 @@ def _finish(
     parent: str,
     registry_name: str,
     name: str,
-    study_db: str,
+    study_db: str | None,
 ) -> Outcome:
     finished = [r for r in results if r.metrics and math.isfinite(r.metrics.get(METRIC, math.nan))]
     if not finished:
@@ -514,6 +586,18 @@ def _finish(
     )
 
 
+def _log_summary(logs: dict[str, int]) -> list[str]:
+    """A line on log calls that waited for the tracking server, if any did."""
+    late, dropped = logs.get("mlflow_late", 0), logs.get("mlflow_dropped", 0)
+    pending = logs.get("mlflow_pending", 0)
+    if not (late or dropped or pending):
+        return []
+    return [
+        f"  tracking     {late} log calls delivered late (server unreachable), {dropped} "
+        f"refused and dropped, {pending} undelivered"
+    ]
+
+
 def _print_summary(outcome: Outcome, registry_name: str) -> None:
     r, test = outcome.registered, outcome.test_metrics
     params = ", ".join(
@@ -540,6 +624,7 @@ def _print_summary(outcome: Outcome, registry_name: str) -> None:
                 ),
                 f"  use it       vae-sweep sample {registry_name}@{r.alias} -n 64 --out s.png",
                 f"  browse       {browse}",
+                *_log_summary(outcome.logs),
             ]
         )
     )

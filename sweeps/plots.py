@@ -146,7 +146,7 @@ def _optuna_plots(study: optuna.Study, folder: Path) -> list[str]:
 
 
 def log_sweep_plots(
-    client: MlflowClient, run_id: str, results, study_name: str, study_storage: str, best
+    client: MlflowClient, run_id: str, results, study_name: str, study_storage: str | None, best
 ) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -155,8 +155,10 @@ def log_sweep_plots(
         if points and best_point:
             _rate_distortion_png(points, best_point, folder / "rate_distortion.png")
             _rate_distortion_html(points, best_point, folder / "rate_distortion.html")
-        study = optuna.load_study(study_name=study_name, storage=study_storage)
-        skipped = _optuna_plots(study, folder)
+        skipped = []
+        if study_storage is not None:  # TPE sweeps have an Optuna study; random ones do not
+            study = optuna.load_study(study_name=study_name, storage=study_storage)
+            skipped = _optuna_plots(study, folder)
         client.log_artifacts(run_id, str(folder), ARTIFACT_PATH)
     if skipped:
         client.log_batch(run_id, tags=[RunTag("vae_sweep.plots_skipped", "; ".join(skipped))])

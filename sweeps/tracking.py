@@ -9,15 +9,21 @@ callback on the driver, ends it (KILLED or FAILED, with the reason as a tag).
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.tracking import MlflowClient
 from ray import tune
+
+from sweeps.outbox import Outbox, transient
 
 ROLE = "vae_sweep.role"
 SWEEP_NAME = "vae_sweep.sweep_name"
@@ -55,10 +61,17 @@ def artifact_root(tracking_uri: str) -> str | None:
     return None
 
 
-def get_or_create_experiment(client: MlflowClient, name: str, tracking_uri: str) -> str:
+def get_or_create_experiment(
+    client: MlflowClient, name: str, tracking_uri: str, create: bool = True
+) -> str:
     found = client.get_experiment_by_name(name)
     if found is not None:
         return found.experiment_id
+    if not create:
+        raise ValueError(
+            f"--resume: no experiment '{name}' in {tracking_uri}; check --experiment and "
+            "--tracking-uri"
+        )
     return client.create_experiment(name, artifact_location=artifact_root(tracking_uri))
 
 
@@ -111,10 +124,31 @@ def start_sweep_run(
     return run.info.run_id
 
 
+OUTBOX_DELIVERED = "vae_sweep.outbox_delivered"  # the checkpoint whose outbox the driver sent
+PATIENCE_S = 600  # how long a trial waits for the tracking server to open its run
+
+
+def patiently(what: str, call, *args, timeout: float = PATIENCE_S):
+    """call(*args), retried with backoff while the tracking server is away (up to
+    `timeout` s); `what` names the wait in the message."""
+    deadline, pause = time.monotonic() + timeout, 1.0
+    while True:
+        try:
+            return call(*args)
+        except Exception as err:
+            if not transient(err) or time.monotonic() + pause > deadline:
+                raise
+            print(f"vae-sweep: {what}: tracking server unreachable, retrying in {pause:.0f} s")
+            time.sleep(pause)
+            pause = min(2 * pause, 30.0)
+
+
 class TrialRun:
     """A trial's child run: continued when the trial restarts (its id from the checkpoint,
     else found by the trial's id under the same parent: a trial that died before its first
-    checkpoint), created otherwise. `tags` are set either way (e.g. the new worker's pid)."""
+    checkpoint), created otherwise. `tags` are set either way (e.g. the new worker's pid);
+    `self.tags` are those a continued run had already. Opening the run waits for the server;
+    later calls go through an Outbox and never stop training."""
 
     def __init__(
         self,
@@ -129,20 +163,31 @@ class TrialRun:
     ) -> None:
         self.client = MlflowClient(tracking_uri)
         tags = {TRIAL_ID: trial_id, **tags}
+        self.run_id, self.tags = patiently(
+            f"trial {name}",
+            self._open,
+            *(experiment_id, parent_run_id, run_id, name, trial_id, tags, params),
+        )
+        self.outbox = Outbox(self.client, self.run_id, Path(tempfile.mkdtemp(prefix="outbox-")))
+
+    def _open(self, experiment_id, parent_run_id, run_id, name, trial_id, tags, params):
         run_id = run_id or self._find(experiment_id, parent_run_id, trial_id)
         if run_id is not None:
-            self.run_id = run_id
-            self.tags = self.client.get_run(run_id).data.tags
+            known = self.client.get_run(run_id).data.tags
             self.client.update_run(run_id, status="RUNNING")  # restarted after a failure
             self.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
-            return
+            return run_id, known
         run = self.client.create_run(
             experiment_id,
             run_name=name,
             tags={ROLE: "trial", PARENT: parent_run_id, "mlflow.runName": name, **tags},
         )
-        self.run_id, self.tags = run.info.run_id, {}
-        log_params(self.client, self.run_id, params)
+        log_params(self.client, run.info.run_id, params)
+        return run.info.run_id, {}
+
+    def restore_outbox(self, folder: Path) -> None:
+        """Take over what the checkpoint in `folder` had not yet delivered."""
+        self.outbox = Outbox.load(folder, self.client, self.run_id, self.outbox.spool)
 
     def _find(self, experiment_id: str, parent_run_id: str, trial_id: str) -> str | None:
         runs = self.client.search_runs(
@@ -159,15 +204,21 @@ class TrialRun:
             for k, v in metrics.items()
             if isinstance(v, int | float) and not isinstance(v, bool)
         ]
-        self.client.log_batch(self.run_id, metrics=batch)
+        self.outbox.log_metrics(batch)
 
     def log_files(self, folder: Path, artifact_path: str) -> None:
-        self.client.log_artifacts(self.run_id, str(folder), artifact_path)
+        self.outbox.log_artifacts(folder, artifact_path)
 
     def end(self, status: str = "FINISHED", tags: dict[str, str] | None = None) -> None:
-        if tags:
-            self.client.log_batch(self.run_id, tags=[RunTag(k, v) for k, v in tags.items()])
-        self.client.set_terminated(self.run_id, status)
+        """End the run; with the server away the driver ends it later (`settle`)."""
+        try:
+            self.outbox.flush()
+            if tags:
+                self.client.log_batch(self.run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+            self.client.set_terminated(self.run_id, status)
+        except Exception as err:
+            if not transient(err):
+                raise
 
 
 def end_if_running(client: MlflowClient, run_id: str, status: str, tags: dict[str, str]) -> bool:
@@ -180,32 +231,93 @@ def end_if_running(client: MlflowClient, run_id: str, status: str, tags: dict[st
     return True
 
 
+def trial_outcome(trial, max_epochs: int) -> tuple[str, dict[str, str]]:
+    """The MLflow status (and reason tags) of an ended Tune trial."""
+    epoch = (trial.last_result or {}).get("epoch", 0)
+    if trial.status == "ERROR":
+        return "FAILED", {ERROR: error_text(trial)}
+    if epoch >= max_epochs:
+        return "FINISHED", {}
+    return "KILLED", {STOP_REASON: f"stopped early by ASHA after epoch {epoch}"}
+
+
+def deliver_outbox(client: MlflowClient, run_id: str, checkpoint) -> dict[str, int]:
+    """Send what a trial's last checkpoint still carried for its run; the totals of its
+    late, dropped and still pending log calls. Once per checkpoint: a tag on the run says
+    which was delivered, with the totals."""
+    if checkpoint is None:
+        return {"mlflow_pending": 0, "mlflow_late": 0, "mlflow_dropped": 0}
+    done = client.get_run(run_id).data.tags.get(OUTBOX_DELIVERED)
+    if done and json.loads(done)["checkpoint"] == checkpoint.path:
+        return json.loads(done)["counters"]
+    spool = Path(tempfile.mkdtemp(prefix="outbox-"))
+    try:
+        with checkpoint.as_directory() as folder:
+            box = Outbox.load(Path(folder), client, run_id, spool)
+        box.flush()
+    finally:
+        shutil.rmtree(spool, ignore_errors=True)
+    counters = box.counters()
+    if not box.pending:
+        note = json.dumps({"checkpoint": checkpoint.path, "counters": counters})
+        client.set_tag(run_id, OUTBOX_DELIVERED, note)
+    return counters
+
+
+def settle_trial(client: MlflowClient, trial, status: str, tags: dict[str, str]):
+    """Deliver an ended trial's outbox, then end its run; its log counters (None: no run)."""
+    run_id = (trial.last_result or {}).get("mlflow_run_id")
+    if not run_id:
+        return None
+    counters = deliver_outbox(client, run_id, trial.checkpoint)
+    end_if_running(client, run_id, status, tags)
+    return counters
+
+
+@contextmanager
+def failing_fast() -> Iterator[None]:
+    """MLflow calls that give up at once instead of retrying for minutes: for the driver's
+    Tune callbacks, which would stall every trial's reports while they wait."""
+    before = os.environ.get("MLFLOW_HTTP_REQUEST_MAX_RETRIES")
+    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("MLFLOW_HTTP_REQUEST_MAX_RETRIES")
+        else:
+            os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = before
+
+
 class CloseTrialRuns(tune.Callback):
     """Ends the child runs of trials, which cannot do it themselves: Tune stops a trial as
     soon as it reports its last epoch (ASHA's max_t) or ASHA stops it early, and a failed
-    trial may be gone. FINISHED, KILLED (stopped early) or FAILED, with the reason as a tag."""
+    trial may be gone. FINISHED, KILLED (stopped early) or FAILED, with the reason as a tag,
+    after delivering what the trial could not log. With the tracking server away, nothing
+    waits: the sweep's end (`settle_trial` again) does it."""
 
     def __init__(self, tracking_uri: str, max_epochs: int) -> None:
         self.tracking_uri, self.max_epochs = tracking_uri, max_epochs
 
-    def _client(self) -> MlflowClient:
-        return MlflowClient(self.tracking_uri)
+    def _settle(self, trial, status: str, tags: dict[str, str]) -> None:
+        try:
+            with failing_fast():
+                settle_trial(MlflowClient(self.tracking_uri), trial, status, tags)
+        except Exception as err:
+            if not transient(err):
+                raise
+            print(f"vae-sweep: tracking server unreachable; {trial} is settled at the end")
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
-        result = trial.last_result or {}
-        run_id, epoch = result.get("mlflow_run_id"), result.get("epoch", 0)
-        if not run_id:
-            return
+        epoch = (trial.last_result or {}).get("epoch", 0)
         if epoch >= self.max_epochs:
-            end_if_running(self._client(), run_id, "FINISHED", {})
+            self._settle(trial, "FINISHED", {})
         else:
             reason = f"stopped early by ASHA after epoch {epoch}"
-            end_if_running(self._client(), run_id, "KILLED", {STOP_REASON: reason})
+            self._settle(trial, "KILLED", {STOP_REASON: reason})
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
-        run_id = (trial.last_result or {}).get("mlflow_run_id")
-        if run_id:
-            end_if_running(self._client(), run_id, "FAILED", {ERROR: error_text(trial)})
+        self._settle(trial, "FAILED", {ERROR: error_text(trial)})
 
 
 def error_text(trial) -> str:

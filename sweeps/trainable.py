@@ -7,9 +7,14 @@ continuing its own MLflow run, whose id travels in the checkpoint.
 
 from __future__ import annotations
 
+import errno
 import math
 import os
+import shutil
 import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +23,7 @@ import ray
 import torch
 from ray import tune
 
+from sweeps import outbox
 from sweeps.tracking import DIVERGED, ERROR, TrialRun
 from vae_core import Config, DivergenceError, fit, load_splits, read_checkpoint
 from vae_core.checkpoint import CHECKPOINT_NAME
@@ -46,48 +52,70 @@ class SweepContext:
 
 def train_trial(params: dict[str, Any], context: SweepContext) -> None:
     torch.set_num_threads(max(1, math.floor(context.cpus_per_trial)))
+    # A log call fails fast when the server is away (the Outbox keeps it) instead of blocking
+    # training through MLflow's own minutes of retries.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+    entered_at, spent = time.time(), {}  # seconds not spent training, by part (benchmarks)
     config = context.trial_config(params)
-    resume, run_id = None, None
+    resume, run_id, kept = None, None, Path(tempfile.mkdtemp(prefix="restored-"))
     if (ckpt := tune.get_checkpoint()) is not None:
         with ckpt.as_directory() as folder:
             resume = read_checkpoint(Path(folder) / CHECKPOINT_NAME)
+            if (Path(folder) / outbox.FOLDER).exists():
+                shutil.copytree(Path(folder) / outbox.FOLDER, kept / outbox.FOLDER)
         run_id = resume.extra.get("mlflow_run_id")
     tune_ctx = tune.get_context()
-    run = TrialRun(
-        context.tracking_uri,
-        context.experiment_id,
-        context.parent_run_id,
-        run_id,
-        name=tune_ctx.get_trial_name(),
-        trial_id=tune_ctx.get_trial_id(),
-        tags={
-            "ray.node_id": ray.get_runtime_context().get_node_id(),
-            "ray.worker_pid": str(os.getpid()),
-        },
-        params=config.flat(),
-    )
+    with timed(spent, "open_run"):
+        run = TrialRun(
+            context.tracking_uri,
+            context.experiment_id,
+            context.parent_run_id,
+            run_id,
+            name=tune_ctx.get_trial_name(),
+            trial_id=tune_ctx.get_trial_id(),
+            tags={
+                "ray.node_id": ray.get_runtime_context().get_node_id(),
+                "ray.worker_pid": str(os.getpid()),
+            },
+            params=config.flat(),
+        )
+    run.restore_outbox(kept)
     if diverged := run.tags.get(DIVERGED):
         # Tune retries every failed trial; resuming a diverged one from its last checkpoint
         # (exact RNG state) would only diverge again, so the retry fails at once.
         err = DivergenceError(f"{diverged} (not retried: it would diverge again)")
         run.end("FAILED", {ERROR: f"DivergenceError: {err}"[:5000]})
         raise err
-    data = load_splits(config, progress=False)  # the node cache: prepared once per node
+    with timed(spent, "load_data"):
+        data = load_splits(config, progress=False)  # the node cache: prepared once per node
 
     def on_epoch_end(state: TrainState) -> None:
         state.extra["mlflow_run_id"] = run.run_id
         record = state.history[-1]
-        run.log_metrics(
-            {k: record[k] for k in REPORTED if record.get(k) is not None}, step=state.epoch
-        )
         last = state.epoch == context.max_epochs  # Tune stops the trial at this report
-        if state.epoch % context.image_every == 0 or last:
-            _log_images(run, state, data, f"images/epoch_{state.epoch:03d}")
-        with tempfile.TemporaryDirectory() as folder:
-            state.save(Path(folder) / CHECKPOINT_NAME)
-            metrics = {k: record[k] for k in ("epoch", *REPORTED) if record.get(k) is not None}
+        with timed(spent, "log"):
+            metrics = {k: record[k] for k in REPORTED if record.get(k) is not None}
+            run.log_metrics(metrics, step=state.epoch)
+            if state.epoch % context.image_every == 0 or last:
+                _log_images(run, state, data, f"images/epoch_{state.epoch:03d}")
+        timings = {
+            "epoch_seconds": record["epoch_seconds"],
+            "entered_at": entered_at,
+            **{f"overhead_{part}_s": seconds for part, seconds in spent.items()},
+        }
+        with tempfile.TemporaryDirectory() as folder, _naming_a_full_disk(folder, state.epoch):
+            with timed(spent, "checkpoint"):
+                state.save(Path(folder) / CHECKPOINT_NAME)
+                run.outbox.save(Path(folder))  # what the server has not got yet travels along
             tune.report(
-                {**metrics, "mlflow_run_id": run.run_id},
+                {
+                    "epoch": state.epoch,
+                    **metrics,
+                    **run.outbox.counters(),
+                    **timings,
+                    "mlflow_run_id": run.run_id,
+                },  # fmt: skip
                 checkpoint=tune.Checkpoint.from_directory(folder),
             )
 
@@ -100,6 +128,34 @@ def train_trial(params: dict[str, Any], context: SweepContext) -> None:
         run.end("FAILED", tags)
         raise
     run.end("FINISHED")  # rarely reached: the driver's CloseTrialRuns ends the run
+
+
+@contextmanager
+def timed(spent: dict[str, float], part: str) -> Iterator[None]:
+    """Add the seconds the block takes to spent[part]."""
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        spent[part] = spent.get(part, 0.0) + time.perf_counter() - start
+
+
+@contextmanager
+def _naming_a_full_disk(staging: str, epoch: int) -> Iterator[None]:
+    """A full disk while checkpointing fails the trial with where and what to do (it resumes
+    from its previous checkpoint)."""
+    try:
+        yield
+    except OSError as err:
+        if err.errno != errno.ENOSPC and "No space left on device" not in str(err):
+            raise  # (pyarrow's copies to the storage say so only in the message)
+        storage = tune.get_context().get_storage().trial_fs_path
+        raise OSError(
+            errno.ENOSPC,
+            f"no space left on the device while saving the checkpoint of epoch {epoch} "
+            f"(staged in {staging}, stored under {storage}): free space there and continue "
+            "the sweep with --resume",
+        ) from err
 
 
 def _log_images(run: TrialRun, state: TrainState, data, artifact_path: str) -> None:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import atexit
 import os
 import shutil
+import subprocess
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -82,3 +84,18 @@ def shared_data() -> Path:
             f"the offline MNIST copy is not at {SHARED_DATA} (../shared/data beside the checkout)"
         )
     return SHARED_DATA
+
+
+@contextmanager
+def small_disk(folder, size: str):
+    """A tmpfs of `size` mounted at `folder` (needs root and mount rights; skips otherwise)."""
+    folder.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)

@@ -11,6 +11,7 @@ import pytest
 from conftest import REPO
 from mlflow.tracking import MlflowClient
 from ray.cluster_utils import Cluster
+from record import record
 
 from sweeps.tracking import ROLE
 
@@ -88,11 +89,27 @@ def test_a_lost_worker_node_s_trial_finishes_on_the_other_from_its_checkpoint(cl
     victim = trial_runs()[0]
     lost_node = victim.data.tags["ray.node_id"]
     cluster.remove_node(nodes[lost_node], allow_graceful=False)
+    removed_at = time.time()
     out, err = sweep.communicate(timeout=600)
     assert sweep.returncode == 0, err[-3000:]
     runs = trial_runs()
     assert len(runs) == 2 and all(r.info.status == "FINISHED" for r in runs)
     moved = next(r for r in runs if r.info.run_id == victim.info.run_id)
     assert moved.data.tags["ray.node_id"] != lost_node  # restored on the surviving node
-    steps = {m.step for m in MlflowClient(uri).get_metric_history(moved.info.run_id, "val_bpd")}
+    history = MlflowClient(uri).get_metric_history(moved.info.run_id, "val_bpd")
+    steps = {m.step for m in history}
     assert steps == set(range(1, 9))
+    record(
+        "worker node lost mid-sweep",
+        test="tests/test_cluster.py::test_a_lost_worker_node_s_trial_finishes_on_the_other_from_its_checkpoint",
+        trials=2,
+        trials_lost=0,
+        duplicate_runs=len(runs) - 2,
+        left_running=0,
+        points_missing=8 - len(steps),
+        seconds_to_recover=round(
+            min(m.timestamp / 1000 for m in history if m.timestamp / 1000 > removed_at)
+            - removed_at,
+            1,
+        ),
+    )

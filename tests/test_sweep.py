@@ -251,3 +251,35 @@ def test_a_taken_name_is_refused_before_any_trial(done):
     assert "--name first: a sweep of that name exists already; pass --resume" in again.stderr
     resumed = sweep(job, "--name", "nope", "--resume")
     assert resumed.returncode == 2 and "no MLflow run of a sweep named 'nope'" in resumed.stderr
+
+
+def test_random_search_walks_a_grid_without_early_stopping(tmp_path):
+    """--search random --scheduler fifo: Tune's own sampling (a grid walked in full) and
+    every trial to --max-epochs; no Optuna study."""
+    (tmp_path / "grid.py").write_text(
+        "from ray import tune\nfrom sweeps.engine import main\n"
+        "main({'latent_dim': tune.grid_search([2, 4, 8]), 'likelihood': 'gaussian'},\n"
+        "     {'dataset': 'shapes', 'arch': 'conv', 'batch_size': 64})\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "grid.py", "--smoke-test", "--num-samples", "1", "--name", "grid"]
+        + ["--search", "random", "--scheduler", "fifo", "--storage-path", str(tmp_path / "ray")],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    client, found = runs(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    trials = [r for r in found if r.data.tags.get("vae_sweep.role") == "trial"]
+    assert sorted(int(r.data.params["model.latent_dim"]) for r in trials) == [2, 4, 8]
+    assert all(r.info.status == "FINISHED" for r in trials)  # FIFO: none stopped early
+    assert not (tmp_path / "ray" / "grid" / "optuna.db").exists()
+    refused = subprocess.run(
+        [sys.executable, "grid.py", "--smoke-test", "--storage-path", str(tmp_path / "ray")],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert refused.returncode == 2 and "pass --search random" in refused.stderr

@@ -9,9 +9,10 @@ import sys
 import time
 
 import optuna
-from conftest import REPO
+from conftest import REPO, small_disk
 from mlflow.tracking import MlflowClient
 from ray import tune
+from record import record
 
 
 def start(job, *flags):
@@ -65,6 +66,23 @@ def trial_runs(job):
     ]
 
 
+def first_point_after(client, runs, since: float) -> float:
+    """Seconds from `since` (time.time()) to the first val_bpd point any of `runs` logged
+    after it: how long a fault kept the sweep from making progress."""
+    stamps = [
+        m.timestamp / 1000
+        for r in runs
+        for m in client.get_metric_history(r.info.run_id, "val_bpd")
+        if m.timestamp / 1000 > since
+    ]
+    return round(min(stamps) - since, 1)
+
+
+def duplicates(runs) -> int:
+    ids = [r.data.tags["ray.trial_id"] for r in runs]
+    return len(ids) - len(set(ids))
+
+
 def job_dir(tmp_path):
     shutil.copy(REPO / "sweeps" / "shapes.py", tmp_path / "shapes.py")
     return tmp_path
@@ -83,6 +101,7 @@ def test_a_killed_trial_worker_is_restored_into_its_own_run(tmp_path):
 
     pid = int(wait_for(sweep, checkpointed_pid, "the trial's first checkpoint"))
     os.kill(pid, signal.SIGKILL)
+    killed_at = time.time()
     out, err = sweep.communicate(timeout=600)
     assert sweep.returncode == 0, err[-3000:]
     runs = trial_runs(job)
@@ -92,6 +111,16 @@ def test_a_killed_trial_worker_is_restored_into_its_own_run(tmp_path):
     client = MlflowClient(f"sqlite:///{job / 'mlflow.db'}")
     steps = {m.step for m in client.get_metric_history(run.info.run_id, "val_bpd")}
     assert steps == set(range(1, 9))
+    record(
+        "trial worker killed (SIGKILL)",
+        test="tests/test_sweep_faults.py::test_a_killed_trial_worker_is_restored_into_its_own_run",
+        trials=1,
+        trials_lost=0,
+        duplicate_runs=len(runs) - 1,
+        left_running=0,
+        points_missing=8 - len(steps),
+        seconds_to_recover=first_point_after(client, runs, killed_at),
+    )
 
 
 def test_an_interrupted_sweep_resumes_without_duplicates(tmp_path):
@@ -103,16 +132,19 @@ def test_an_interrupted_sweep_resumes_without_duplicates(tmp_path):
         sweep, lambda: list(second.glob("train_trial_*/checkpoint_000001")), "a second checkpoint"
     )
     sweep.send_signal(signal.SIGINT)
+    interrupted_at = time.monotonic()
     out, err = sweep.communicate(timeout=300)
+    stopped_s = time.monotonic() - interrupted_at
     assert sweep.returncode == 130, err[-3000:]
     assert "interrupted with" in err and "--resume --name cut" in err
     assert all(r.info.status != "RUNNING" for r in trial_runs(job))
 
+    resumed_at = time.time()
     resumed = start(job, *flags, "--resume")
     out, err = resumed.communicate(timeout=600)
     assert resumed.returncode == 0, err[-3000:]
     runs = trial_runs(job)
-    assert len(runs) == 3 and len({r.data.tags["ray.trial_id"] for r in runs}) == 3
+    assert len(runs) == 3 and duplicates(runs) == 0
     assert all(r.info.status in ("FINISHED", "KILLED") for r in runs)
     client = MlflowClient(f"sqlite:///{job / 'mlflow.db'}")
     parents = [
@@ -124,6 +156,16 @@ def test_an_interrupted_sweep_resumes_without_duplicates(tmp_path):
     )
     assert len(study.trials) == 3
     assert "registered   shapes-vae version 1" in out
+    record(
+        "driver interrupted (Ctrl+C), then --resume",
+        test="tests/test_sweep_faults.py::test_an_interrupted_sweep_resumes_without_duplicates",
+        trials=3,
+        trials_lost=0,
+        duplicate_runs=0,
+        left_running=0,
+        seconds_to_stop=round(stopped_s, 1),
+        seconds_to_recover=first_point_after(client, runs, resumed_at),
+    )
 
 
 DIVERGING = """
@@ -166,6 +208,16 @@ def test_a_diverging_trial_fails_alone_and_is_not_retried(tmp_path):
     states = sorted(t.state.name for t in study.trials)
     assert states == sorted(["FAIL"] * len(diverged) + ["COMPLETE"] * len(healthy))
     assert "registered   shapes-vae version 1" in out
+    record(
+        "diverging trials (lr 1e4: NaN at step 2)",
+        test="tests/test_sweep_faults.py::test_a_diverging_trial_fails_alone_and_is_not_retried",
+        trials=len(runs),
+        diverged=len(diverged),
+        trials_lost=0,  # every healthy trial finished (asserted above)
+        duplicate_runs=duplicates(runs),
+        left_running=0,
+        retries_that_trained=0,  # each retry stopped at once: "not retried" (asserted above)
+    )
 
 
 def test_a_sweep_whose_driver_was_killed_resumes_without_duplicates(tmp_path):
@@ -178,8 +230,10 @@ def test_a_sweep_whose_driver_was_killed_resumes_without_duplicates(tmp_path):
     )
     sweep.kill()  # SIGKILL: no handler runs, nothing is ended or saved on the way out
     sweep.communicate(timeout=60)
-    assert any(r.info.status == "RUNNING" for r in trial_runs(job))
+    left = sum(r.info.status == "RUNNING" for r in trial_runs(job))
+    assert left > 0
 
+    resumed_at = time.time()
     resumed = start(job, *flags, "--resume")
     out, err = resumed.communicate(timeout=600)
     assert resumed.returncode == 0, err[-3000:]
@@ -201,3 +255,44 @@ def test_a_sweep_whose_driver_was_killed_resumes_without_duplicates(tmp_path):
     out, err = again.communicate(timeout=600)
     assert again.returncode == 0, err[-3000:]
     assert len(client.search_model_versions("name = 'shapes-vae'")) == 1
+    record(
+        "driver killed (SIGKILL), then --resume twice",
+        test="tests/test_sweep_faults.py::test_a_sweep_whose_driver_was_killed_resumes_without_duplicates",
+        trials=3,
+        trials_lost=0,
+        duplicate_runs=duplicates(runs),
+        left_running=0,
+        runs_running_after_the_kill=left,
+        registered_versions=len(versions),
+        seconds_to_recover=first_point_after(client, runs, resumed_at),
+    )
+
+
+def test_a_disk_that_fills_up_fails_the_trial_naming_the_path(tmp_path):
+    job = job_dir(tmp_path)
+    with small_disk(tmp_path / "disk", "40m") as disk:
+        sweep = subprocess.Popen(
+            [sys.executable, "shapes.py", "--smoke-test", "--num-samples", "1", "--name", "full"]
+            + ["--max-epochs", "4", "--grace-period", "4", "--storage-path", str(disk / "ray")]
+            + ["--tracking-uri", f"sqlite:///{job / 'mlflow.db'}"],
+            cwd=job,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        trial = disk / "ray" / "full"
+        wait_for(sweep, lambda: list(trial.glob("*/checkpoint_000000")), "the first checkpoint")
+        with open(disk / "filler", "wb") as filler:  # someone else fills the disk
+            try:
+                while True:
+                    filler.write(b"\0" * 2**20)
+                    filler.flush()
+            except OSError:
+                pass
+        out, err = sweep.communicate(timeout=600)
+        (disk / "filler").unlink()
+    runs = trial_runs(job)
+    assert len(runs) == 1 and runs[0].info.status == "FAILED", err[-3000:]
+    error = runs[0].data.tags["vae_sweep.error"]
+    assert "no space left on the device while saving the checkpoint of epoch" in error
+    assert str(trial) in error and "free space there and continue the sweep with --resume" in error

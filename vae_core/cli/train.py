@@ -24,6 +24,7 @@ import yaml
 from vae_core.checkpoint import CHECKPOINT_NAME, CheckpointError, read_checkpoint
 from vae_core.config import SECTIONS, Config, ConfigError
 from vae_core.data import DataFileError, DatasetNotFoundError, load_splits
+from vae_core.data.arrow import PrepareError
 from vae_core.trainer import DivergenceError, TrainState, fit
 
 
@@ -190,7 +191,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         run(args)
-    except (ConfigError, DatasetNotFoundError, DataFileError, CheckpointError) as err:
+    except (
+        ConfigError,
+        DatasetNotFoundError,
+        DataFileError,
+        PrepareError,
+        CheckpointError,
+    ) as err:
         parser.exit(2, f"vae-train: error: {err}\n")
     except DivergenceError as err:
         parser.exit(1, f"vae-train: error: {err}\n")

@@ -47,7 +47,8 @@ class DataFileError(ValueError):
 
 
 class PrepareError(RuntimeError):
-    """prepare --strict met files it could not decode; the message lists them."""
+    """Files that could not be decoded (any, with prepare --strict; all, otherwise); the
+    message lists them."""
 
 
 def is_uri(target: str | os.PathLike) -> bool:

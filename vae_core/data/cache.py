@@ -107,6 +107,34 @@ def prepared_file(config: Config, progress: bool = True) -> Path:
     return path
 
 
+def check_source(config: Config) -> None:
+    """Raise here what a trial on this node would fail on when it loads its data (the data
+    path, or the dataset's source folder; the generated shapes need nothing), preparing or
+    fetching nothing."""
+    path = config.data.data_path
+    if path and is_uri(path):
+        _remote_data_path(path)
+    elif path:
+        _local_data_path(path)
+    else:
+        source_fingerprint(config)
+
+
+def _local_data_path(path: str) -> Path:
+    resolved = Path(path).expanduser().resolve()
+    if not resolved.exists():
+        raise DataFileError(f"data.data_path: {path}: no such file")
+    return resolved
+
+
+def _remote_data_path(uri: str) -> tuple[pafs.FileSystem, str, pafs.FileInfo]:
+    fs, remote = pafs.FileSystem.from_uri(uri)
+    info = fs.get_file_info(remote)
+    if info.type != pafs.FileType.File:
+        raise DataFileError(f"data.data_path: {uri}: no such file on {fs.type_name}")
+    return fs, remote, info
+
+
 def _complete(path: Path) -> bool:
     if not path.exists():
         return False
@@ -122,14 +150,8 @@ def fetch(uri: str, cache: str | None = None) -> Path:
     a URI (s3://, gs://, hdfs://, file://) fetched through pyarrow once per node into the
     cache, keyed by URI, size and modification time."""
     if not is_uri(uri):
-        path = Path(uri).expanduser().resolve()
-        if not path.exists():
-            raise DataFileError(f"data.data_path: {uri}: no such file")
-        return path
-    fs, remote = pafs.FileSystem.from_uri(uri)
-    info = fs.get_file_info(remote)
-    if info.type != pafs.FileType.File:
-        raise DataFileError(f"data.data_path: {uri}: no such file on {fs.type_name}")
+        return _local_data_path(uri)
+    fs, remote, info = _remote_data_path(uri)
     key = hashlib.sha256(f"{uri} {info.size} {info.mtime_ns}".encode()).hexdigest()[:16]
     local = cache_dir(cache) / "remote" / f"{Path(remote).stem}-{key}.arrow"
     local.parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,219 @@
+"""Search efficiency on MNIST: ASHA + TPE against random search without early stopping and a
+coarse grid, the same budget of epochs, several seeds, all through the real sweep engine.
+
+    python benchmarks/search_efficiency.py --data-root ../shared/data          # 3 seeds
+    python benchmarks/search_efficiency.py --data-root ../shared/data --quick  # 1 seed
+
+The search space is sweeps/mnist.py's (latent size, KL weight, sigma_x, likelihood, lr) on
+a fixed subset of MNIST. Random search runs N trials of E epochs (budget N x E epochs); the
+grid is 3 x 3 x 3 points of latent size, KL weight and sigma_x (the other parameters at the
+space's middle), E epochs each; ASHA + TPE gets as many trials as make about the same budget
+given ASHA's stopping. For each run, every reported epoch in time order gives the curve of
+the best val_bpd so far against epochs consumed. The figure: the fraction of random search's
+epochs that ASHA + TPE needed to reach random search's final best (target: at most 25%).
+Writes benchmarks/results/search_efficiency.json, docs/figures/search_efficiency.png and its
+section of docs/BENCHMARKS.md; each sweep is also in MLflow (./mlflow-bench.db).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import tempfile
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from _report import REPO, command, commit, machine, save_json, write_section  # noqa: E402
+from ray import tune  # noqa: E402
+
+sys.path.insert(0, str(REPO / "sweeps"))
+import mnist  # noqa: E402  (the sweep script's SEARCH_SPACE and BASE_CONFIG)
+
+from sweeps.engine import build_parser, run_sweep  # noqa: E402
+
+FIGURE = REPO / "docs" / "figures" / "search_efficiency.png"
+ASHA_EPOCHS_PER_TRIAL = 2.0  # g=1, reduction 3, E=6: 1 + 2/3 + (6 - 3)/9 (README's model)
+
+
+def grid_space() -> dict:
+    """3 x 3 x 3: latent size, KL weight and sigma_x; likelihood and lr at the middle."""
+    return {
+        "latent_dim": tune.grid_search([4, 16, 64]),
+        "kl_weight": tune.grid_search([0.3, 1.0, 3.0]),
+        "sigma_x": tune.grid_search([0.05, 0.1, 0.2]),
+        "likelihood": "gaussian_learned",
+        "lr": 1e-3,
+    }
+
+
+def curve(outcome_path: Path) -> list[tuple[int, float]]:
+    """(epochs consumed, best val_bpd so far) after each reported epoch, in time order."""
+    points = []
+    for trial in tune.ExperimentAnalysis(str(outcome_path)).trials:
+        for line in (Path(trial.path) / "result.json").read_text().splitlines():
+            result = json.loads(line)
+            if math.isfinite(result.get("val_bpd", math.nan)):
+                points.append((result["timestamp"], result["time_total_s"], result["val_bpd"]))
+    points.sort()
+    best, out = math.inf, []
+    for n, (_, _, value) in enumerate(points, start=1):
+        best = min(best, value)
+        out.append((n, best))
+    return out
+
+
+def sweep(name: str, space: dict, flags: list[str], folder: Path, base: dict) -> list:
+    parser = build_parser("", {})
+    args = parser.parse_args(
+        [
+            "--name",
+            name,
+            "--storage-path",
+            str(folder / "ray"),
+            "--tracking-uri",
+            f"sqlite:///{folder / 'mlflow-bench.db'}",
+            "--registry-name",
+            "search-efficiency",
+            "--image-every",
+            "100",
+            *flags,
+        ]
+    )
+    run_sweep(space, base, args)
+    return curve(folder / "ray" / name)
+
+
+def fraction_to_reach(target: float, points: list[tuple[int, float]], budget: int) -> float:
+    """Epochs ASHA + TPE consumed until its best reached `target`, over `budget`."""
+    for n, best in points:
+        if best <= target:
+            return n / budget
+    return math.inf
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-root", default=str(REPO.parent / "shared" / "data"))
+    parser.add_argument("--quick", action="store_true", help="1 seed, a smaller subset")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=6, help="E, epochs of a full trial")
+    parser.add_argument("--limit", type=int, default=6000, help="MNIST images used")
+    args = parser.parse_args()
+    seeds = 1 if args.quick else args.seeds
+    limit = 2000 if args.quick else args.limit
+    grid_trials = 27
+    budget = grid_trials * args.epochs
+    asha_trials = round(budget / ASHA_EPOCHS_PER_TRIAL)
+    base = {**mnist.BASE_CONFIG, "data_root": args.data_root, "limit": limit, "iwae_samples": 8}
+    common = ["--max-epochs", str(args.epochs), "--data-root", args.data_root]
+    runs = []
+    with tempfile.TemporaryDirectory(prefix="search-") as tmp:
+        folder = Path(tmp)
+        for seed in range(seeds):
+            s = ["--seed", str(seed)]
+            random = sweep(
+                f"random-{seed}",
+                mnist.SEARCH_SPACE,
+                [*common, *s, "--search", "random", "--scheduler", "fifo"]
+                + ["--num-samples", str(grid_trials)],
+                folder,
+                base,
+            )
+            grid = sweep(
+                f"grid-{seed}",
+                grid_space(),
+                [*common, *s, "--search", "random", "--scheduler", "fifo", "--num-samples", "1"],
+                folder,
+                base,
+            )
+            asha = sweep(
+                f"asha-tpe-{seed}",
+                mnist.SEARCH_SPACE,
+                [*common, *s, "--num-samples", str(asha_trials), "--grace-period", "1"],
+                folder,
+                base,
+            )
+            target = random[-1][1]
+            runs.append(
+                {
+                    "seed": seed,
+                    "random": random,
+                    "grid": grid,
+                    "asha_tpe": asha,
+                    "random_final_best": target,
+                    "fraction_to_reach_random_best": fraction_to_reach(target, asha, len(random)),
+                }
+            )
+    plot(runs, budget)
+    save_json("search_efficiency", {"budget_epochs": budget, "limit": limit, "runs": runs})
+    write_section("search_efficiency", report(runs, budget, limit, asha_trials, args.epochs))
+
+
+def plot(runs: list[dict], budget: int) -> None:
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    colours = {"asha_tpe": "tab:red", "random": "tab:blue", "grid": "tab:grey"}
+    labels = {"asha_tpe": "ASHA + TPE", "random": "random, no early stopping", "grid": "grid"}
+    for i, run in enumerate(runs):
+        for key, colour in colours.items():
+            xs, ys = zip(*run[key], strict=True)
+            ax.step(xs, ys, where="post", color=colour, alpha=0.8,
+                    label=labels[key] if i == 0 else None)  # fmt: skip
+    ax.set_xlabel("epochs consumed")
+    ax.set_ylabel("best val_bpd so far")
+    ax.set_xlim(0, budget)
+    ax.set_title("Search efficiency on MNIST (one line per seed)")
+    ax.legend()
+    fig.tight_layout()
+    FIGURE.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(FIGURE, dpi=110)
+    plt.close(fig)
+
+
+def report(runs: list[dict], budget: int, limit: int, asha_trials: int, epochs: int) -> str:
+    rows = [
+        "| seed | random: final best | grid: final best | ASHA + TPE: final best "
+        "| ASHA + TPE epochs | fraction of random's epochs to reach its best |",
+        "|---|---|---|---|---|---|",
+    ]
+    for run in runs:
+        fraction = run["fraction_to_reach_random_best"]
+        shown = f"{fraction:.0%}" if math.isfinite(fraction) else "not reached"
+        rows.append(
+            f"| {run['seed']} | {run['random'][-1][1]:.4f} | {run['grid'][-1][1]:.4f} "
+            f"| {run['asha_tpe'][-1][1]:.4f} | {run['asha_tpe'][-1][0]} | **{shown}** |"
+        )
+    fractions = sorted(r["fraction_to_reach_random_best"] for r in runs)
+    median = fractions[len(fractions) // 2]
+    verdict = (
+        f"median {median:.0%}: target (at most 25%) met"
+        if median <= 0.25
+        else f"median {median:.0%}: target (at most 25%) missed by {median - 0.25:.0%} points"
+        if math.isfinite(median)
+        else "ASHA + TPE did not reach random search's best: target missed"
+    )
+    return f"""
+## Search efficiency: ASHA + TPE against random search and a grid (MNIST)
+
+`{command()}` at commit {commit()} on {machine()}. sweeps/mnist.py's space and base model
+(conv) on the first {limit:,} MNIST training images, E = {epochs} epochs. Random search:
+27 trials x E epochs, FIFO (no early stopping); grid: 3 x 3 x 3 (latent 4/16/64, KL weight
+0.3/1/3, sigma_x 0.05/0.1/0.2; gaussian_learned, lr 1e-3), E epochs each; both {budget}
+epochs. ASHA + TPE: {asha_trials} trials, grace period 1, reduction factor 3, stopped early by
+ASHA. Epochs are counted in the order they were reported (2 trials at a time).
+
+{chr(10).join(rows)}
+
+Fraction of random search's epochs ASHA + TPE needed to reach random search's final best:
+{verdict}.
+
+![best val_bpd against epochs consumed](figures/search_efficiency.png)
+"""
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,122 @@
+"""A trial's MLflow logging that outlives a tracking-server outage.
+
+A log call that fails for want of the server (no connection, 5xx, 429) is kept: metric batches
+in memory, image folders copied to a spool folder, in order. Every later call first sends what
+is waiting, so the points arrive late but complete and in order. The trial's checkpoint carries
+what is still waiting (`save`), so a restored trial picks it up (`load`) and the driver delivers
+what a trial left behind when Tune stopped it. A call the server refuses outright (4xx: it
+would never succeed) is dropped and counted; nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+from mlflow.entities import Metric
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+FOLDER = "mlflow_outbox"  # in a checkpoint folder: pending.json + the spooled image folders
+
+
+def transient(err: BaseException) -> bool:
+    """True for failures that waiting can cure: no connection, server errors, throttling."""
+    if isinstance(err, MlflowException):
+        status = err.get_http_status_code()
+        return status >= 500 or status == 429
+    return isinstance(err, OSError)  # requests' ConnectionError and timeouts are OSErrors
+
+
+class Outbox:
+    def __init__(self, client: MlflowClient, run_id: str, spool: Path) -> None:
+        self.client, self.run_id, self.spool = client, run_id, spool
+        self.pending: list[dict[str, Any]] = []
+        self.late = 0  # calls that waited for the server and then got through
+        self.dropped = 0  # calls the server refused: counted, never retried
+
+    def log_metrics(self, metrics: list[Metric]) -> None:
+        item = {"metrics": [[m.key, m.value, m.timestamp, m.step] for m in metrics]}
+        self._submit(item)
+
+    def log_artifacts(self, folder: Path, artifact_path: str) -> None:
+        self._submit({"folder": str(folder), "path": artifact_path})
+
+    def counters(self) -> dict[str, int]:
+        return {"mlflow_pending": len(self.pending), "mlflow_late": self.late,
+                "mlflow_dropped": self.dropped}  # fmt: skip
+
+    def flush(self) -> bool:
+        """Send what is waiting, oldest first; False if the server is still away."""
+        while self.pending:
+            item = self.pending[0]
+            try:
+                self._send(item)
+                self.late += 1
+            except Exception as err:
+                if transient(err):
+                    return False
+                self._drop(err)
+            self.pending.pop(0)
+            if "spooled" in item:
+                shutil.rmtree(self.spool / item["spooled"], ignore_errors=True)
+        return True
+
+    def _submit(self, item: dict[str, Any]) -> None:
+        if self.flush():
+            try:
+                self._send(item)
+                return
+            except Exception as err:
+                if not transient(err):
+                    self._drop(err)
+                    return
+                print(f"vae-sweep: tracking server unreachable, keeping the logs ({err})"[:300])
+        if "folder" in item:  # the caller deletes its folder: keep a copy
+            name = uuid.uuid4().hex
+            shutil.copytree(item.pop("folder"), self.spool / name)
+            item["spooled"] = name
+        self.pending.append(item)
+
+    def _send(self, item: dict[str, Any]) -> None:
+        if "metrics" in item:
+            metrics = [Metric(*m) for m in item["metrics"]]
+            self.client.log_batch(self.run_id, metrics=metrics)
+        else:
+            folder = self.spool / item["spooled"] if "spooled" in item else Path(item["folder"])
+            self.client.log_artifacts(self.run_id, str(folder), item["path"])
+
+    def _drop(self, err: Exception) -> None:
+        self.dropped += 1
+        print(f"vae-sweep: the tracking server refused a log call, dropped: {err}"[:500],
+              file=sys.stderr)  # fmt: skip
+
+    def save(self, folder: Path) -> None:
+        """Write what is waiting (and the counters) into a checkpoint folder."""
+        if not self.pending and not self.late and not self.dropped:
+            return
+        target = folder / FOLDER
+        target.mkdir()
+        for item in self.pending:
+            if "spooled" in item:
+                shutil.copytree(self.spool / item["spooled"], target / item["spooled"])
+        state = {"pending": self.pending, "late": self.late, "dropped": self.dropped}
+        (target / "pending.json").write_text(json.dumps(state))
+
+    @classmethod
+    def load(cls, folder: Path, client: MlflowClient, run_id: str, spool: Path) -> Outbox:
+        """The outbox a checkpoint folder carries (empty if none)."""
+        outbox = cls(client, run_id, spool)
+        source = folder / FOLDER
+        if (source / "pending.json").exists():
+            state = json.loads((source / "pending.json").read_text())
+            outbox.pending, outbox.late = state["pending"], state["late"]
+            outbox.dropped = state["dropped"]
+            for item in outbox.pending:
+                if "spooled" in item:
+                    shutil.copytree(source / item["spooled"], spool / item["spooled"])
+        return outbox

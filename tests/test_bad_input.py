@@ -1,0 +1,195 @@
+"""Bad input, table-driven: every case exits non-zero with a message that names the input and
+what is accepted, starts no trial, and leaves the runs and registry entries already in the
+store exactly as they were. The store is a real MLflow SQLite store holding a registered model.
+"""
+
+import os
+import pickle
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import make_splits, tiny_config
+from mlflow.tracking import MlflowClient
+from record import record
+
+from sweeps.registry import log_and_register
+from vae_core import fit
+
+SCRIPT = """
+from ray import tune
+from sweeps.engine import main
+
+main({space}, {base}, description="bad input", defaults={{"num_samples": 2, "max_epochs": 1}})
+"""
+SHAPES = {"dataset": "shapes", "arch": "conv", "batch_size": 64}
+GOOD_SPACE = '{"latent_dim": tune.choice([4, 8])}'
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """An MLflow store with a run and a registered model `m` (version 1, champion)."""
+    folder = tmp_path_factory.mktemp("store")
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    experiment = client.create_experiment("e", artifact_location=(folder / "art").as_uri())
+    checkpoint = folder / "checkpoint.safetensors"
+    fit(tiny_config(epochs=1), make_splits()).save(checkpoint)
+    run_id = client.create_run(experiment).info.run_id
+    tags = {"dataset": "mnist", "image_size": "28", "test_bpd": "5.0", "sweep_run_id": run_id}
+    log_and_register(uri, run_id, checkpoint, "m", tags)
+    client.set_terminated(run_id)
+    return folder, uri
+
+
+def snapshot(uri: str):
+    client = MlflowClient(uri)
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    runs = sorted(
+        (r.info.run_id, r.info.status, r.info.end_time, len(r.data.metrics))
+        for r in client.search_runs(experiments)
+    )
+    versions = sorted(
+        (v.name, str(v.version), tuple(sorted(v.tags.items())))
+        for v in client.search_model_versions()
+    )
+    aliases = {m.name: dict(m.aliases) for m in client.search_registered_models()}
+    return experiments, runs, versions, aliases
+
+
+def folders(tmp_path: Path) -> dict[str, Path]:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    junk = tmp_path / "junk"
+    junk.mkdir()
+    (junk / "a.jpg").write_text("not a picture")
+    (junk / "notes.txt").write_text("nor this")
+    (tmp_path / "a_file").write_text("")
+    return {"empty": empty, "junk": junk, "file": tmp_path / "a_file"}
+
+
+# (case id, search space source, base config, extra flags, expected message); {empty},
+# {junk}, {file} are replaced by paths in the test's folder.
+SWEEP_CASES = [
+    ("latent 0", '{"latent_dim": tune.choice([0, 4])}', SHAPES, [], "search space 'latent_dim' = 0: model.latent_dim: got 0; expected an integer >= 1"),  # noqa: E501
+    ("sigma_x 0", '{"sigma_x": tune.uniform(0.0, 0.1)}', SHAPES, [], "search space 'sigma_x' = 0.0: model.sigma_x: got 0.0; expected a number > 0"),  # noqa: E501
+    ("sigma_x < 0", '{"sigma_x": tune.uniform(-0.1, 0.1)}', SHAPES, [], "model.sigma_x: got -0.1; expected a number > 0"),  # noqa: E501
+    ("kl weight < 0", '{"kl_weight": tune.uniform(-1.0, 1.0)}', SHAPES, [], "train.kl_weight: got -1.0; expected a number >= 0"),  # noqa: E501
+    ("not a domain", '{"latent_dim": [4, 8]}', SHAPES, [], "search space 'latent_dim': expected a tune domain"),  # noqa: E501
+    ("unknown field", '{"latent_size": tune.choice([4, 8])}', SHAPES, [], "latent_size"),
+    ("num-samples 0", GOOD_SPACE, SHAPES, ["--num-samples", "0"], "--num-samples: got 0; expected >= 1"),  # noqa: E501
+    ("max-epochs 0", GOOD_SPACE, SHAPES, ["--max-epochs", "0"], "--max-epochs: got 0; expected >= 1"),  # noqa: E501
+    ("cpus 0", GOOD_SPACE, SHAPES, ["--cpus-per-trial", "0"], "--cpus-per-trial: got 0.0; expected > 0"),  # noqa: E501
+    ("gpus > node", GOOD_SPACE, SHAPES, ["--gpus-per-trial", "2"], "--gpus-per-trial 2: no node has that much"),  # noqa: E501
+    ("image size", GOOD_SPACE, {**SHAPES, "image_size": 50}, [], "data.image_size: got 50; the conv architecture with 4 channel stages takes image sizes"),  # noqa: E501
+    ("unknown dataset", GOOD_SPACE, {"dataset": "cifar10"}, [], "data.dataset: got 'cifar10'; expected one of ['mnist', 'fashion_mnist', 'celeba', 'image_folder', 'shapes']"),  # noqa: E501
+    ("empty folder", GOOD_SPACE, {"dataset": "image_folder", "data_root": "{empty}"}, [], "image_folder: no image files (.jpg, .jpeg, .png, .webp) found in {empty}"),  # noqa: E501
+    ("non-images", GOOD_SPACE, {"dataset": "image_folder", "data_root": "{junk}"}, [], "image_folder: none of the 1 images could be decoded; skipped 1 unreadable file(s) of 1: a.jpg"),  # noqa: E501
+    ("missing data path", GOOD_SPACE, SHAPES, ["--data-path", "{empty}/shapes.arrow"], "data.data_path: {empty}/shapes.arrow: no such file"),  # noqa: E501
+    ("storage not writable", GOOD_SPACE, SHAPES, ["--storage-path", "{file}/ray"], "--storage-path {file}/ray: cannot write there (Not a directory)"),  # noqa: E501
+    ("bare tracking path", GOOD_SPACE, SHAPES, ["--tracking-uri", "{empty}"], "--tracking-uri '{empty}': expected sqlite:///PATH, postgresql://..., or http(s)://server"),  # noqa: E501
+    ("resume unknown", GOOD_SPACE, SHAPES, ["--resume", "--name", "never"], "--resume: no experiment 'vae-sweep/shapes' in sqlite:///"),  # noqa: E501
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("space", "base", "flags", "message"),
+    [case[1:] for case in SWEEP_CASES],
+    ids=[case[0] for case in SWEEP_CASES],
+)
+def test_a_sweep_refuses_bad_input_before_any_trial(
+    store, tmp_path, request, space, base, flags, message
+):
+    _, uri = store
+    paths = folders(tmp_path)
+
+    def fill(text: str) -> str:
+        return text.format(**paths) if isinstance(text, str) else text
+
+    base = {k: fill(v) for k, v in base.items()}
+    (tmp_path / "sweep.py").write_text(SCRIPT.format(space=space, base=base))
+    before = snapshot(uri)
+    flags = [fill(f) for f in flags]
+    if "--storage-path" not in flags:
+        flags += ["--storage-path", str(tmp_path / "ray")]
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    started = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "sweep.py", "--tracking-uri", uri, *flags],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert fill(message) in result.stderr and "Traceback" not in result.stderr
+    assert snapshot(uri) == before  # nothing created, ended or moved in the store
+    assert not list((tmp_path / "ray").glob("*/train_trial_*"))  # no trial started
+    record(
+        "bad input",
+        test="tests/test_bad_input.py::test_a_sweep_refuses_bad_input_before_any_trial",
+        input=request.node.callspec.id,
+        message=fill(message),
+        exit_code=result.returncode,
+        trials_started=0,
+        store_changed=False,
+        seconds_to_error=round(time.monotonic() - started, 1),
+    )
+
+
+def vae_sweep(uri: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "sweeps.cli", *args, "--tracking-uri", uri],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.mark.parametrize(
+    ("ref", "message"),
+    [
+        ("nope-vae", "no registered model 'nope-vae'; registered models: m"),
+        ("m@best", "m has no alias 'best': versions 1; aliases champion->1"),
+        ("m/7", "m has no version 7: versions 1; aliases champion->1"),
+    ],
+)
+def test_a_model_reference_that_does_not_exist_is_named(store, tmp_path, ref, message):
+    _, uri = store
+    before = snapshot(uri)
+    result = vae_sweep(uri, "pull", ref, "--out", str(tmp_path / "out"))
+    assert result.returncode == 2 and message in result.stderr, result.stderr[-2000:]
+    assert snapshot(uri) == before and not (tmp_path / "out").exists()
+
+
+class Payload:
+    """Unpickling this runs a shell command that leaves a marker file."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_weights_replaced_by_a_pickle_are_refused_without_running_it(store, tmp_path):
+    folder, uri = store
+    marker = tmp_path / "payload-ran"
+    pickle.loads(pickle.dumps(Payload(marker)))  # the payload does run when unpickled
+    assert marker.exists()
+    marker.unlink()
+    weights = sorted((folder / "art").rglob("checkpoint.safetensors"))
+    assert weights  # the registered version's own weights file, in its artifact store
+    for path in weights:
+        path.write_bytes(pickle.dumps(Payload(marker)))
+    for command in (["pull", "m@champion", "--out", str(tmp_path / "pulled")], ["sample", "m"]):
+        if command[0] == "sample":
+            command += ["--out", str(tmp_path / "s.png")]
+        result = vae_sweep(uri, *command)
+        assert result.returncode == 2, result.stderr[-2000:]
+        assert "cannot read as a safetensors checkpoint" in result.stderr
+    assert not marker.exists()  # refused without executing anything
+    assert not (tmp_path / "s.png").exists()
