@@ -58,6 +58,7 @@ def save_json(name: str, data: dict) -> Path:
     path = RESULTS / f"{name}.json"
     with tempfile.NamedTemporaryFile("w", dir=RESULTS, delete=False, suffix=".tmp") as f:
         json.dump(record, f, indent=2)
+    os.chmod(f.name, 0o644)  # NamedTemporaryFile makes it private
     os.replace(f.name, path)
     return path
 

@@ -49,7 +49,7 @@ def main() -> None:
         os.environ["VAE_CACHE_DIR"] = str(folder / "cache")
         load_splits(Config.from_dict(base), progress=False)  # prepared once, before timing
         flags = ["--num-samples", str(n), "--max-epochs", str(args.epochs)]
-        flags += ["--search", "random", "--scheduler", "fifo", "--image-every", "1"]
+        flags += ["--search", "random", "--scheduler", "fifo"]  # images at the last epoch
         flags += ["--storage-path", str(folder / "ray"), "--name", "overhead"]
         flags += ["--tracking-uri", f"sqlite:///{folder / 'mlflow.db'}"]
         sweep_args = build_parser("", {}).parse_args(flags)
@@ -117,7 +117,7 @@ def report(f: dict) -> str:
 
 `{command()}` at commit {commit()} on {machine()}. {f["trials"]} trials x {f["epochs"]} epochs
 of the conv model on {f["slots"]} slots (1 CPU each) through the sweep engine (random search,
-FIFO, MLflow on SQLite, images every epoch, checkpoints, final test evaluation and
+FIFO, MLflow on SQLite, images at the last epoch, checkpoints, final test evaluation and
 registration), against the same {f["trials"]} configs trained one after another in a plain
 loop (1 thread each).
 
