@@ -37,18 +37,27 @@ import mnist  # noqa: E402  (the sweep script's SEARCH_SPACE and BASE_CONFIG)
 from sweeps.engine import build_parser, run_sweep  # noqa: E402
 
 FIGURE = REPO / "docs" / "figures" / "search_efficiency.png"
-ASHA_EPOCHS_PER_TRIAL = 2.0  # g=1, reduction 3, E=6: 1 + 2/3 + (6 - 3)/9 (README's model)
+GRID = {  # points per axis -> the coarse grid's values of each axis
+    3: {"latent_dim": [4, 16, 64], "kl_weight": [0.3, 1.0, 3.0], "sigma_x": [0.05, 0.1, 0.2]},
+    2: {"latent_dim": [8, 32], "kl_weight": [0.5, 2.0], "sigma_x": [0.05, 0.15]},
+}
 
 
-def grid_space() -> dict:
-    """3 x 3 x 3: latent size, KL weight and sigma_x; likelihood and lr at the middle."""
-    return {
-        "latent_dim": tune.grid_search([4, 16, 64]),
-        "kl_weight": tune.grid_search([0.3, 1.0, 3.0]),
-        "sigma_x": tune.grid_search([0.05, 0.1, 0.2]),
-        "likelihood": "gaussian_learned",
-        "lr": 1e-3,
-    }
+def asha_epochs_per_trial(max_epochs: int, grace: int = 1, reduction: int = 3) -> float:
+    """Mean epochs of a trial under ASHA when a 1/reduction share goes on at each rung
+    (README's cost model): rungs at grace * reduction^k below max_epochs."""
+    rungs = [grace]
+    while rungs[-1] * reduction < max_epochs:
+        rungs.append(rungs[-1] * reduction)
+    steps = zip(rungs, rungs[1:], strict=False)
+    epochs = sum((b - a) / reduction ** (k + 1) for k, (a, b) in enumerate(steps))
+    return grace + epochs + (max_epochs - rungs[-1]) / reduction ** len(rungs)
+
+
+def grid_space(points: int) -> dict:
+    """points^3: latent size, KL weight and sigma_x; likelihood and lr at the middle."""
+    axes = {key: tune.grid_search(values) for key, values in GRID[points].items()}
+    return {**axes, "likelihood": "gaussian_learned", "lr": 1e-3}
 
 
 def curve(outcome_path: Path) -> list[tuple[int, float]]:
@@ -99,18 +108,20 @@ def fraction_to_reach(target: float, points: list[tuple[int, float]], budget: in
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-root", default=str(REPO.parent / "shared" / "data"))
-    parser.add_argument("--quick", action="store_true", help="1 seed, a smaller subset")
+    parser.add_argument(
+        "--quick", action="store_true", help="1 seed, 2000 images, a 2x2x2 grid, E = 3"
+    )
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=6, help="E, epochs of a full trial")
     parser.add_argument("--limit", type=int, default=6000, help="MNIST images used")
     args = parser.parse_args()
-    seeds = 1 if args.quick else args.seeds
-    limit = 2000 if args.quick else args.limit
-    grid_trials = 27
-    budget = grid_trials * args.epochs
-    asha_trials = round(budget / ASHA_EPOCHS_PER_TRIAL)
+    seeds, limit, points = (1, 2000, 2) if args.quick else (args.seeds, args.limit, 3)
+    epochs = 3 if args.quick else args.epochs
+    grid_trials = points**3
+    budget = grid_trials * epochs
+    asha_trials = round(budget / asha_epochs_per_trial(epochs))
     base = {**mnist.BASE_CONFIG, "data_root": args.data_root, "limit": limit, "iwae_samples": 8}
-    common = ["--max-epochs", str(args.epochs), "--data-root", args.data_root]
+    common = ["--max-epochs", str(epochs), "--data-root", args.data_root]
     runs = []
     with tempfile.TemporaryDirectory(prefix="search-") as tmp:
         folder = Path(tmp)
@@ -126,7 +137,7 @@ def main() -> None:
             )
             grid = sweep(
                 f"grid-{seed}",
-                grid_space(),
+                grid_space(points),
                 [*common, *s, "--search", "random", "--scheduler", "fifo", "--num-samples", "1"],
                 folder,
                 base,
@@ -151,7 +162,9 @@ def main() -> None:
             )
     plot(runs, budget)
     save_json("search_efficiency", {"budget_epochs": budget, "limit": limit, "runs": runs})
-    write_section("search_efficiency", report(runs, budget, limit, asha_trials, args.epochs))
+    write_section(
+        "search_efficiency", report(runs, budget, limit, asha_trials, epochs, points, grid_trials)
+    )
 
 
 def plot(runs: list[dict], budget: int) -> None:
@@ -174,7 +187,15 @@ def plot(runs: list[dict], budget: int) -> None:
     plt.close(fig)
 
 
-def report(runs: list[dict], budget: int, limit: int, asha_trials: int, epochs: int) -> str:
+def report(
+    runs: list[dict],
+    budget: int,
+    limit: int,
+    asha_trials: int,
+    epochs: int,
+    points: int,
+    grid_trials: int,
+) -> str:
     rows = [
         "| seed | random: final best | grid: final best | ASHA + TPE: final best "
         "| ASHA + TPE epochs | fraction of random's epochs to reach its best |",
@@ -201,10 +222,11 @@ def report(runs: list[dict], budget: int, limit: int, asha_trials: int, epochs: 
 
 `{command()}` at commit {commit()} on {machine()}. sweeps/mnist.py's space and base model
 (conv) on the first {limit:,} MNIST training images, E = {epochs} epochs. Random search:
-27 trials x E epochs, FIFO (no early stopping); grid: 3 x 3 x 3 (latent 4/16/64, KL weight
-0.3/1/3, sigma_x 0.05/0.1/0.2; gaussian_learned, lr 1e-3), E epochs each; both {budget}
-epochs. ASHA + TPE: {asha_trials} trials, grace period 1, reduction factor 3, stopped early by
-ASHA. Epochs are counted in the order they were reported (2 trials at a time).
+{grid_trials} trials x E epochs, FIFO (no early stopping); grid: {points} points per axis
+({", ".join(f"{k} {'/'.join(map(str, v))}" for k, v in GRID[points].items())}; likelihood
+gaussian_learned, lr 1e-3), E epochs each; both {budget} epochs. ASHA + TPE:
+{asha_trials} trials, grace period 1, reduction factor 3, stopped early by ASHA. Epochs are
+counted in the order they were reported (2 trials at a time).
 
 {chr(10).join(rows)}
 
