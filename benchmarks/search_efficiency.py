@@ -178,7 +178,12 @@ def plot(runs: list[dict], budget: int) -> None:
                     label=labels[key] if i == 0 else None)  # fmt: skip
     ax.set_xlabel("epochs consumed")
     ax.set_ylabel("best val_bpd so far")
-    ax.set_xlim(0, budget)
+    ax.set_xlim(0, max(max(n for n, _ in run[key]) for run in runs for key in colours))
+    # from the worst first point of the two searches down: a poor grid corner would flatten
+    # every curve (the grid's line enters the plot when it gets there)
+    top = max(run[key][0][1] for run in runs for key in ("asha_tpe", "random"))
+    bottom = min(run[key][-1][1] for run in runs for key in colours)
+    ax.set_ylim(bottom - 0.05 * (top - bottom), top + 0.05 * (top - bottom))
     ax.set_title("Search efficiency on MNIST (one line per seed)")
     ax.legend()
     fig.tight_layout()
