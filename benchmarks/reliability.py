@@ -28,6 +28,7 @@ TESTS = [
     "tests/test_tracking_outage.py",
     "tests/test_concurrent_sweeps.py",
     "tests/test_bad_input.py",
+    "tests/test_cluster_configs.py::test_a_malformed_launcher_config_is_refused_naming_the_field",
 ]
 WHAT = {
     "diverging trials (lr 1e4: NaN at step 2)": (

@@ -11,6 +11,7 @@ import ray
 import yaml
 from conftest import REPO
 from ray.autoscaler._private.util import prepare_config, validate_config
+from record import record
 
 
 def _is_k8s_manifest(path):
@@ -38,6 +39,34 @@ def test_ray_validates_the_launcher_config(path):
     assert any("pip install" in c and "vae-sweep" in c for c in config["setup_commands"])
     secret = LITERAL_PASSWORD.search(path.read_text())
     assert secret is None, f"{path.name} holds a password: {secret.group(0)}"
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        (lambda c: c.update(max_workers="eight"), "'eight' is not of type 'integer'"),
+        (lambda c: c.update(idle_timeout_minute=10), "'idle_timeout_minute' was unexpected"),
+        (lambda c: c["available_node_types"]["gpu_worker"].pop("node_config"), "node_config"),
+        (lambda c: c.update(head_node_type="gpu"), "head_node_type"),
+    ],
+    ids=["wrong type", "misspelt key", "missing field", "unknown head type"],
+)
+def test_a_malformed_launcher_config_is_refused_naming_the_field(change, named, request):
+    config = yaml.safe_load(LAUNCHER.read_text())
+    change(config)
+    with pytest.raises((jsonschema.ValidationError, ValueError)) as err:
+        validate_config(prepare_config(config))  # what `ray up` runs before starting anything
+    assert named in str(err.value)
+    record(
+        "bad input",
+        test="tests/test_cluster_configs.py::test_a_malformed_launcher_config_is_refused_naming_the_field",
+        input=f"cluster/config.yaml, {request.node.callspec.id} (`ray up`)",
+        message=str(err.value).splitlines()[0][:200],
+        exit_code="refused",
+        trials_started=0,
+        store_changed=False,
+        seconds_to_error="-",
+    )
 
 
 @pytest.mark.parametrize("path", ALL_YAML, ids=[p.name for p in ALL_YAML])
