@@ -141,6 +141,12 @@ def build_parser(description: str, defaults: dict[str, Any]) -> argparse.Argumen
     )
     p.add_argument("--seed", type=int, default=0, help="seeds Optuna and every trial")
     p.add_argument(
+        "--fresh-workers",
+        action="store_true",
+        help="start every trial in a new worker process (slower: each imports torch again) "
+        "instead of reusing the worker of a finished trial",
+    )
+    p.add_argument(
         "--smoke-test",
         action="store_true",
         help="2 trials x 2 epochs on 256 images: checks the set-up in a minute",
@@ -442,6 +448,9 @@ def _tune(
             scheduler=scheduler,
             num_samples=args.num_samples,
             time_budget_s=args.time_budget,
+            # A finished trial's worker process takes the next trial: torch, Ray and MLflow
+            # are imported once per slot, not once per trial.
+            reuse_actors=not args.fresh_workers,
         ),
         run_config=tune.RunConfig(
             name=name,

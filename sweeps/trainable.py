@@ -81,6 +81,7 @@ def train_trial(params: dict[str, Any], context: SweepContext) -> None:
             params=config.flat(),
         )
     run.restore_outbox(kept)
+    shutil.rmtree(kept, ignore_errors=True)
     if diverged := run.tags.get(DIVERGED):
         # Tune retries every failed trial; resuming a diverged one from its last checkpoint
         # (exact RNG state) would only diverge again, so the retry fails at once.
