@@ -78,7 +78,7 @@ def sweep_on(workers: int, trials: int, epochs: int, folder: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=8, help="trials per sweep (default 8)")
-    parser.add_argument("--epochs", type=int, default=2, help="epochs per trial (default 2)")
+    parser.add_argument("--epochs", type=int, default=4, help="epochs per trial (default 4)")
     args = parser.parse_args()
     rows = []
     for workers in (1, 2):

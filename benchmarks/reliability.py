@@ -3,6 +3,8 @@ docs/RELIABILITY.md: one row per fault and per input class, what was done, what 
 the figures, and the test that shows it.
 
     python benchmarks/reliability.py            # about 10 minutes on 2 cores
+    VAE_SWEEP_RECORD=/tmp/r.jsonl python -m pytest -q   # or: record during the whole suite,
+    python benchmarks/reliability.py --records /tmp/r.jsonl     # then write from that
 
 The tests assert what must hold (no run duplicated or left RUNNING, no metric point lost,
 exit codes, untouched stores); the figures (seconds to recover, log calls delivered late)
@@ -149,19 +151,31 @@ previous checkpoint with `--resume`.
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.parse_args()
-    with tempfile.TemporaryDirectory() as folder:
-        records_file = Path(folder) / "records.jsonl"
-        code = run_tests(records_file)
-        text = records_file.read_text() if records_file.exists() else ""
+    parser.add_argument(
+        "--records",
+        type=Path,
+        help="write from the figures a passing test run already recorded in this file "
+        "(VAE_SWEEP_RECORD=FILE python -m pytest) instead of running the tests",
+    )
+    args = parser.parse_args()
+    if args.records:
+        text = args.records.read_text()
+        source = f"recorded by the test suite (`VAE_SWEEP_RECORD={args.records.name} python -m "
+        source += "pytest -q`), written by `python benchmarks/reliability.py --records`"
+    else:
+        with tempfile.TemporaryDirectory() as folder:
+            records_file = Path(folder) / "records.jsonl"
+            code = run_tests(records_file)
+            text = records_file.read_text() if records_file.exists() else ""
+        if code != 0:
+            raise SystemExit(f"fault tests failed (pytest exit {code}); RELIABILITY.md unchanged")
+        source = f"written by `{command()}`"
     records = [json.loads(line) for line in text.splitlines()]
-    if code != 0:
-        raise SystemExit(f"some fault tests failed (pytest exit {code}); RELIABILITY.md unchanged")
     save_json("reliability", {"records": records})
     body = [
         "# Reliability",
         "",
-        f"Written by `{command()}` at commit {commit()} on {machine()}. Every row is a test "
+        f"Figures {source}, at commit {commit()} on {machine()}. Every row is a test "
         "on real components (a local or loopback multi-node Ray, SQLite or a real `mlflow "
         "server`); the tests assert the outcome, the figures are what they measured.",
         "",
