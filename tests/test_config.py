@@ -10,7 +10,7 @@ BAD = [
     ({"sigma_x": 0}, "model.sigma_x: got 0; expected a number > 0"),
     ({"sigma_x": -0.1}, "model.sigma_x: got -0.1; expected a number > 0"),
     ({"kl_weight": -1}, "train.kl_weight: got -1; expected a number >= 0"),
-    ({"arch": "resnet"}, "model.arch: got 'resnet'; expected one of ['mlp', 'conv', 'conv_bn']"),
+    ({"arch": "resnet"}, "model.arch: got 'resnet'; expected one of ['mlp', 'conv', 'conv_bn',"),
     ({"likelihood": "laplace"}, "model.likelihood: got 'laplace'; expected one of"),
     ({"dataset": "cifar10"}, "data.dataset: got 'cifar10'; expected one of ['mnist'"),
     ({"arch": "conv_bn", "image_size": 28}, "data.image_size: got 28; the conv_bn architecture"),

@@ -8,6 +8,14 @@
 - `conv_bn`: 5x5 stride-2 convolutions with batch norm and ReLU, after the TensorFlow CelebA
   128 px model (Royer, "variational auto-encoders", 2017): five blocks for 128 px, four for
   64 px (any size 4 * 2^k with k <= number of channel stages).
+- `keras_conv`: 3x3 stride-2 convolutions with TensorFlow's 'same' padding, 32-64 channels, a
+  16-wide dense layer and separate z_mean / z_log_var heads, mirrored by transposed
+  convolutions and a stride-1 output layer: the Keras convolutional VAE with a 2-D latent space
+  (Tae, "A Step Up with Convolutional Variational Autoencoders", 2020, after Chollet's Keras
+  example). Takes sizes divisible by 2^stages (28, 32, 64 with the default two stages).
+
+`init` re-draws the weights after construction: PyTorch's per-layer defaults, Keras' default
+(Glorot-uniform weights, zero biases), or the TF MNIST tutorial's truncated normal.
 
 Encoders map images (B, C, H, W) to (B, 2 * latent_dim): posterior mean and log-variance.
 Decoders map z (B, latent_dim) to (B, C, H, W) pre-activation outputs; vae_core.model turns
@@ -22,8 +30,14 @@ import torch
 from torch import nn
 
 # Channel widths per stride-2 stage when the config leaves `channels` unset.
-DEFAULT_CHANNELS = {"conv": (32, 32, 64, 64), "conv_bn": (32, 64, 128, 256, 512)}
+DEFAULT_CHANNELS = {
+    "conv": (32, 32, 64, 64),
+    "conv_bn": (32, 64, 128, 256, 512),
+    "keras_conv": (32, 64),
+}
 CONV_BOTTLENECK = 256  # the notebook's 256-wide code between convolutions and the linear head
+KERAS_DENSE = 16  # the Keras seed's Dense(16, activation='relu') before the z heads
+INITS = ("default", "xavier", "truncated_normal")
 
 ACTIVATION_LAYERS: dict[str, Callable[[], nn.Module]] = {
     "relu": nn.ReLU,
@@ -70,6 +84,12 @@ def image_size_error(arch: str, size: int, channels: tuple[int, ...] | None) -> 
             return (
                 f"the conv architecture with {stages} channel stages takes image sizes "
                 f"{sizes} (28, 32 and 64 are the usual ones)"
+            )
+    elif arch == "keras_conv":
+        if size % 2**stages:
+            return (
+                f"the keras_conv architecture with {stages} channel stages takes image sizes "
+                f"divisible by {2**stages} (28, 32 and 64 with the default 2 stages)"
             )
     elif _conv_bn_stages(size, stages) is None:
         sizes = [4 * 2**k for k in range(1, stages + 1)]
@@ -205,11 +225,96 @@ class ConvBNDecoder(nn.Module):
         return self.net(z)  # (B, C, H, W)
 
 
+class KerasConvEncoder(nn.Module):
+    """Conv2D(w, 3, strides=2, padding='same') per width, Flatten, Dense(16), z_mean, z_log_var.
+
+    TF's 'same' padding on an even side pads one row and column after the image, none before
+    (PyTorch's padding=1 would pad both sides and shift every window by a pixel).
+    """
+
+    def __init__(
+        self, channels: int, size: int, latent_dim: int, widths: tuple[int, ...], activation: str
+    ) -> None:
+        super().__init__()
+        act = ACTIVATION_LAYERS[activation]
+        layers: list[nn.Module] = []
+        for w_in, w_out in zip((channels, *widths), widths, strict=False):
+            layers += [nn.ZeroPad2d((0, 1, 0, 1)), nn.Conv2d(w_in, w_out, 3, stride=2), act()]
+        side = size // 2 ** len(widths)
+        layers += [nn.Flatten(), nn.Linear(widths[-1] * side * side, KERAS_DENSE), act()]
+        self.net = nn.Sequential(*layers)  # (B, 16)
+        self.z_mean = nn.Linear(KERAS_DENSE, latent_dim)
+        self.z_log_var = nn.Linear(KERAS_DENSE, latent_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.net(x)
+        return torch.cat([self.z_mean(h), self.z_log_var(h)], dim=-1)  # (B, 2 * latent_dim)
+
+
+class KerasConvDecoder(nn.Module):
+    """Dense to the encoder's last feature map, Conv2DTranspose(w, 3, strides=2, 'same') per
+    width in reverse, then Conv2DTranspose(channels, 3, 'same'): logits or means, (B, C, H, W).
+
+    TF's stride-2 'same' transposed convolution keeps the first 2n of the 2n + 1 rows and
+    columns of the full one; the stride-1 output layer crops one on each side (padding=1).
+    """
+
+    def __init__(
+        self, channels: int, size: int, latent_dim: int, widths: tuple[int, ...], activation: str
+    ) -> None:
+        super().__init__()
+        act = ACTIVATION_LAYERS[activation]
+        side = size // 2 ** len(widths)
+        layers: list[nn.Module] = [
+            nn.Linear(latent_dim, widths[-1] * side * side),
+            act(),
+            nn.Unflatten(1, (widths[-1], side, side)),
+        ]
+        for w_in, w_out in zip((widths[-1], *widths[::-1]), widths[::-1], strict=False):
+            layers += [
+                nn.ConvTranspose2d(w_in, w_out, 3, stride=2),  # n -> 2n + 1
+                nn.ZeroPad2d((0, -1, 0, -1)),  # -> 2n: drop the last row and column
+                act(),
+            ]
+        layers.append(nn.ConvTranspose2d(widths[0], channels, 3, padding=1))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z)  # (B, C, H, W)
+
+
 ARCHITECTURES: dict[str, tuple[type[nn.Module], type[nn.Module]]] = {
     "mlp": (MLPEncoder, MLPDecoder),
     "conv": (ConvEncoder, ConvDecoder),
     "conv_bn": (ConvBNEncoder, ConvBNDecoder),
+    "keras_conv": (KerasConvEncoder, KerasConvDecoder),
 }
+
+
+@torch.no_grad()
+def init_weights(module: nn.Module, scheme: str) -> None:
+    """Re-draw the weights and biases of every linear and (transposed) convolution layer.
+
+    default: leave PyTorch's per-layer defaults. xavier: Glorot-uniform weights, zero biases
+    (Keras' default; the fans of a transposed convolution are swapped, the bound is the same).
+    truncated_normal: weights N(0, 0.1^2) re-drawn outside 2 sd, biases 0.1 (the TF MNIST
+    tutorial's weight_variable and bias_variable, from the TensorFlow "Deep MNIST" guide).
+    """
+    if scheme == "default":
+        return
+    for layer in module.modules():
+        if not isinstance(layer, nn.Linear | nn.Conv2d | nn.ConvTranspose2d):
+            continue
+        if scheme == "xavier":
+            nn.init.xavier_uniform_(layer.weight)
+            bias = 0.0
+        elif scheme == "truncated_normal":
+            nn.init.trunc_normal_(layer.weight, std=0.1, a=-0.2, b=0.2)
+            bias = 0.1
+        else:
+            raise ValueError(f"model.init: got {scheme!r}; expected one of {list(INITS)}")
+        if layer.bias is not None:
+            layer.bias.fill_(bias)
 
 
 def build_networks(
@@ -220,11 +325,16 @@ def build_networks(
     activation: str,
     hidden_dims: tuple[int, ...],
     widths: tuple[int, ...] | None,
+    init: str = "default",
 ) -> tuple[nn.Module, nn.Module]:
-    """The (encoder, decoder) pair of `arch` for square images of `size` px."""
+    """The (encoder, decoder) pair of `arch` for square images of `size` px, initialised
+    by `init` (one of INITS)."""
     encoder_cls, decoder_cls = ARCHITECTURES[arch]
     shape = hidden_dims if arch == "mlp" else (widths or DEFAULT_CHANNELS[arch])
-    return (
+    pair = (
         encoder_cls(channels, size, latent_dim, shape, activation),
         decoder_cls(channels, size, latent_dim, shape, activation),
     )
+    for network in pair:
+        init_weights(network, init)
+    return pair

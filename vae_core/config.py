@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from vae_core.architectures import ARCHITECTURES, image_size_error
+from vae_core.architectures import ARCHITECTURES, INITS, image_size_error
 
 LIKELIHOODS = ("gaussian", "gaussian_learned", "bernoulli")
 MEAN_ACTIVATIONS = ("none", "squash")
@@ -43,7 +43,7 @@ def _field(default: Any, doc: str) -> Any:
 
 @dataclass
 class ModelConfig:
-    arch: str = _field("conv", "network family: mlp | conv | conv_bn")
+    arch: str = _field("conv", "network family: mlp | conv | conv_bn | keras_conv")
     latent_dim: int = _field(16, "size of the latent code z")
     likelihood: str = _field(
         "gaussian",
@@ -61,14 +61,20 @@ class ModelConfig:
     )
     activation: str = _field(
         "relu",
-        "hidden activation of mlp and conv: relu | leaky_relu | elu | softplus | tanh | "
-        "sigmoid (conv_bn always uses relu + batch norm)",
+        "hidden activation of mlp, conv and keras_conv: relu | leaky_relu | elu | softplus | "
+        "tanh | sigmoid (conv_bn always uses relu + batch norm)",
     )
     hidden_dims: tuple[int, ...] = _field((500, 500), "mlp hidden widths (784-500-500-z)")
     channels: tuple[int, ...] | None = _field(
         None,
-        "conv / conv_bn widths per stride-2 stage; default 32 32 64 64 (conv), "
-        "32 64 128 256 512 (conv_bn)",
+        "conv / conv_bn / keras_conv widths per stride-2 stage; default 32 32 64 64 (conv), "
+        "32 64 128 256 512 (conv_bn), 32 64 (keras_conv)",
+    )
+    init: str = _field(
+        "default",
+        "weight initialisation: default (PyTorch's per-layer defaults) | xavier "
+        "(Glorot-uniform weights, zero biases: Keras' default, as the Keras conv seed) | "
+        "truncated_normal (weights N(0, 0.1^2) cut at 2 sd, biases 0.1, as the TF MNIST seed)",
     )
 
 
@@ -101,6 +107,12 @@ class DataConfig:
         "unit",
         "pixel scale inside the model: unit = [0, 1] (sigmoid decoder), signed = "
         "[-1, 1] (tanh decoder, as the CelebA seeds)",
+    )
+    binarize: bool = _field(
+        True,
+        "bernoulli only: binarise pixels at >= 128, a proper likelihood over {0, 1}; false "
+        "feeds [0, 1] grey levels to the cross-entropy, as the Keras conv seed (val_bpd is then "
+        "a cross-entropy, not a likelihood)",
     )
     val_fraction: float = _field(0.1, "share of the training split held out for val_* metrics")
     limit: int | None = _field(None, "use at most N images per split (quick runs, tests)")
@@ -252,8 +264,10 @@ RULES: dict[str, Rule] = {
     "model.activation": _one_of(ACTIVATIONS),
     "model.hidden_dims": (_widths, "expected a non-empty list of integers >= 1"),
     "model.channels": (_widths, "expected a non-empty list of integers >= 1, or null"),
+    "model.init": _one_of(INITS),
     "data.dataset": _one_of(DATASETS),
     "data.pixel_range": _one_of(PIXEL_RANGES),
+    "data.binarize": (lambda v: isinstance(v, bool), "expected true or false"),
     "data.image_size": _int_at_least(1, or_none=True),
     "data.crop": _one_of(CROPS),
     "data.color": (lambda v: v is None or v in COLORS, f"expected one of {list(COLORS)} or null"),

@@ -105,11 +105,14 @@ class PixelCoding:
 
     gaussian*: uniform dequantisation y = (x + u) / 256, u ~ U[0, 1) per pixel (the bin
     centre (x + 0.5) / 256 when not dequantising), then y -> 2y - 1 for the signed range.
-    bernoulli: a fixed binarisation x >= 128, so p(x|z) is a proper discrete distribution.
+    bernoulli: a fixed binarisation x >= 128, so p(x|z) is a proper discrete distribution;
+    with binarize=False the grey levels x / 255 instead (the Keras tutorials' cross-entropy on
+    [0, 1] targets, which is no likelihood of the grey levels).
     """
 
     likelihood: str
     pixel_range: str = "unit"
+    binarize: bool = True
 
     @property
     def scale(self) -> float:
@@ -131,7 +134,7 @@ class PixelCoding:
     ) -> torch.Tensor:
         """uint8 (B, C, H, W) -> float model-space pixels on x's device."""
         if self.likelihood == "bernoulli":
-            return (x >= 128).float()
+            return (x >= 128).float() if self.binarize else x.float().div_(255.0)
         # One float buffer, updated in place: this runs on every batch.
         if dequantize:
             y = torch.rand(x.shape, generator=generator, device=x.device)

@@ -35,7 +35,7 @@ class VAE(nn.Module):
         m = config.model
         self.latent_dim = m.latent_dim
         self.image_shape = (config.channels, config.image_size, config.image_size)
-        self.coding = PixelCoding(m.likelihood, config.data.pixel_range)
+        self.coding = PixelCoding(m.likelihood, config.data.pixel_range, config.data.binarize)
         self.squash = m.mean_activation == "squash"
         self.encoder, self.decoder = build_networks(
             m.arch,
@@ -45,6 +45,7 @@ class VAE(nn.Module):
             m.activation,
             m.hidden_dims,
             m.channels,
+            m.init,
         )
         if m.likelihood != "bernoulli":
             # sigma_x is given on the [0, 1] scale; the model works in its own pixel range.

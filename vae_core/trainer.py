@@ -93,6 +93,7 @@ RESUME_INVARIANTS = (
     "data.dataset",
     "data.image_size",
     "data.pixel_range",
+    "data.binarize",
 )
 
 
