@@ -157,6 +157,8 @@ def main() -> None:
         help="write from the figures a passing test run already recorded in this file "
         "(VAE_SWEEP_RECORD=FILE python -m pytest) instead of running the tests",
     )
+    parser.add_argument("--commit", default=None, help="the commit the records were made at")
+    parser.add_argument("--note", default="", help="a sentence on how the run went")
     args = parser.parse_args()
     if args.records:
         text = args.records.read_text()
@@ -175,9 +177,10 @@ def main() -> None:
     body = [
         "# Reliability",
         "",
-        f"Figures {source}, at commit {commit()} on {machine()}. Every row is a test "
-        "on real components (a local or loopback multi-node Ray, SQLite or a real `mlflow "
-        "server`); the tests assert the outcome, the figures are what they measured.",
+        f"Figures {source}, at commit {args.commit or commit()} on {machine()}. Every row is "
+        "a test on real components (a local or loopback multi-node Ray, SQLite or a real "
+        "`mlflow server`); the tests assert the outcome, the figures are what they measured. "
+        + args.note,
         "",
         "## Faults",
         "",

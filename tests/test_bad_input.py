@@ -78,7 +78,7 @@ SWEEP_CASES = [
     ("sigma_x < 0", '{"sigma_x": tune.uniform(-0.1, 0.1)}', SHAPES, [], "model.sigma_x: got -0.1; expected a number > 0"),  # noqa: E501
     ("kl weight < 0", '{"kl_weight": tune.uniform(-1.0, 1.0)}', SHAPES, [], "train.kl_weight: got -1.0; expected a number >= 0"),  # noqa: E501
     ("not a domain", '{"latent_dim": [4, 8]}', SHAPES, [], "search space 'latent_dim': expected a tune domain"),  # noqa: E501
-    ("unknown field", '{"latent_size": tune.choice([4, 8])}', SHAPES, [], "latent_size"),
+    ("unknown field", '{"latent_size": tune.choice([4, 8])}', SHAPES, [], "search space 'latent_size' = 4: latent_size: unknown field in the config; known fields: arch, latent_dim"),  # noqa: E501
     ("num-samples 0", GOOD_SPACE, SHAPES, ["--num-samples", "0"], "--num-samples: got 0; expected >= 1"),  # noqa: E501
     ("max-epochs 0", GOOD_SPACE, SHAPES, ["--max-epochs", "0"], "--max-epochs: got 0; expected >= 1"),  # noqa: E501
     ("cpus 0", GOOD_SPACE, SHAPES, ["--cpus-per-trial", "0"], "--cpus-per-trial: got 0.0; expected > 0"),  # noqa: E501
