@@ -38,6 +38,9 @@ def test_trials_spread_over_both_worker_nodes(cluster, tmp_path):
             "--smoke-test",
             "--num-samples",
             "4",
+            # One fresh actor per trial: with reused actors a worker that is up first may
+            # take every short smoke-test trial before the other node's actor has started.
+            "--fresh-workers",
             "--storage-path",
             str(tmp_path / "ray"),
             "--tracking-uri",
