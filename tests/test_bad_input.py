@@ -11,21 +11,20 @@ import time
 from pathlib import Path
 
 import pytest
+import ray
 from conftest import make_splits, tiny_config
 from mlflow.tracking import MlflowClient
+from ray import tune
 from record import record
 
+from sweeps import cli
+from sweeps.engine import main
 from sweeps.registry import log_and_register
 from vae_core import fit
 
-SCRIPT = """
-from ray import tune
-from sweeps.engine import main
-
-main({space}, {base}, description="bad input", defaults={{"num_samples": 2, "max_epochs": 1}})
-"""
 SHAPES = {"dataset": "shapes", "arch": "conv", "batch_size": 64}
 GOOD_SPACE = '{"latent_dim": tune.choice([4, 8])}'
+DEFAULTS = {"num_samples": 2, "max_epochs": 1}
 
 
 @pytest.fixture(scope="module")
@@ -82,6 +81,7 @@ SWEEP_CASES = [
     ("num-samples 0", GOOD_SPACE, SHAPES, ["--num-samples", "0"], "--num-samples: got 0; expected >= 1"),  # noqa: E501
     ("max-epochs 0", GOOD_SPACE, SHAPES, ["--max-epochs", "0"], "--max-epochs: got 0; expected >= 1"),  # noqa: E501
     ("cpus 0", GOOD_SPACE, SHAPES, ["--cpus-per-trial", "0"], "--cpus-per-trial: got 0.0; expected > 0"),  # noqa: E501
+    ("gpus < 0", GOOD_SPACE, SHAPES, ["--gpus-per-trial", "-1"], "--gpus-per-trial: got -1.0; expected >= 0"),  # noqa: E501
     ("gpus > node", GOOD_SPACE, SHAPES, ["--gpus-per-trial", "2"], "--gpus-per-trial 2: no node has that much"),  # noqa: E501
     ("image size", GOOD_SPACE, {**SHAPES, "image_size": 50}, [], "data.image_size: got 50; the conv architecture with 4 channel stages takes image sizes"),  # noqa: E501
     ("unknown dataset", GOOD_SPACE, {"dataset": "cifar10"}, [], "data.dataset: got 'cifar10'; expected one of ['mnist', 'fashion_mnist', 'celeba', 'image_folder', 'shapes']"),  # noqa: E501
@@ -100,7 +100,7 @@ SWEEP_CASES = [
     ids=[case[0] for case in SWEEP_CASES],
 )
 def test_a_sweep_refuses_bad_input_before_any_trial(
-    store, tmp_path, request, space, base, flags, message
+    store, tmp_path, request, monkeypatch, capsys, space, base, flags, message
 ):
     _, uri = store
     paths = folders(tmp_path)
@@ -109,23 +109,29 @@ def test_a_sweep_refuses_bad_input_before_any_trial(
         return text.format(**paths) if isinstance(text, str) else text
 
     base = {k: fill(v) for k, v in base.items()}
-    (tmp_path / "sweep.py").write_text(SCRIPT.format(space=space, base=base))
     before = snapshot(uri)
     flags = [fill(f) for f in flags]
     if "--storage-path" not in flags:
         flags += ["--storage-path", str(tmp_path / "ray")]
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    # In this process, as a sweep script calls it (a subprocess per case cost ~5 s of imports
+    # each); any other exception than the usage exit fails the test with its traceback.
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
     started = time.monotonic()
-    result = subprocess.run(
-        [sys.executable, "sweep.py", "--tracking-uri", uri, *flags],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 2, result.stderr[-3000:]
-    assert fill(message) in result.stderr and "Traceback" not in result.stderr
+    try:
+        with pytest.raises(SystemExit) as exited:
+            main(
+                eval(space, {"tune": tune}),
+                base,
+                "bad input",
+                DEFAULTS,
+                ["--tracking-uri", uri, *flags],
+            )
+    finally:
+        ray.shutdown()  # the cases that get as far as starting Ray
+    stderr = capsys.readouterr().err
+    assert exited.value.code == 2, stderr[-3000:]
+    assert fill(message) in stderr
     assert snapshot(uri) == before  # nothing created, ended or moved in the store
     assert not list((tmp_path / "ray").glob("*/train_trial_*"))  # no trial started
     record(
@@ -133,7 +139,7 @@ def test_a_sweep_refuses_bad_input_before_any_trial(
         test="tests/test_bad_input.py::test_a_sweep_refuses_bad_input_before_any_trial",
         input=request.node.callspec.id,
         message=fill(message),
-        exit_code=result.returncode,
+        exit_code=exited.value.code,
         trials_started=0,
         store_changed=False,
         seconds_to_error=round(time.monotonic() - started, 1),
@@ -157,11 +163,13 @@ def vae_sweep(uri: str, *args: str) -> subprocess.CompletedProcess:
         ("m/7", "m has no version 7: versions 1; aliases champion->1"),
     ],
 )
-def test_a_model_reference_that_does_not_exist_is_named(store, tmp_path, ref, message):
+def test_a_model_reference_that_does_not_exist_is_named(store, tmp_path, capsys, ref, message):
     _, uri = store
     before = snapshot(uri)
-    result = vae_sweep(uri, "pull", ref, "--out", str(tmp_path / "out"))
-    assert result.returncode == 2 and message in result.stderr, result.stderr[-2000:]
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["pull", ref, "--out", str(tmp_path / "out"), "--tracking-uri", uri])
+    stderr = capsys.readouterr().err
+    assert exited.value.code == 2 and message in stderr, stderr[-2000:]
     assert snapshot(uri) == before and not (tmp_path / "out").exists()
 
 

@@ -1,7 +1,7 @@
 """Every sweep script: its search space fits its base config, and --help explains."""
 
 import importlib
-import subprocess
+import runpy
 import sys
 
 import pytest
@@ -23,14 +23,13 @@ def test_search_space_fits_the_base_config(name):
 
 
 @pytest.mark.parametrize("name", SCRIPTS)
-def test_help_names_the_flags(name):
-    out = subprocess.run(
-        [sys.executable, str(REPO / "sweeps" / f"{name}.py"), "--help"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert out.returncode == 0, out.stderr
+def test_help_names_the_flags(name, monkeypatch, capsys):
+    script = REPO / "sweeps" / f"{name}.py"  # run as a file, the way `ray submit` runs it
+    monkeypatch.setattr(sys, "argv", [str(script), "--help"])
+    with pytest.raises(SystemExit) as exited:
+        runpy.run_path(str(script), run_name="__main__")
+    out = capsys.readouterr()
+    assert exited.value.code == 0, out.err
     for flag in (
         "--num-samples",
         "--max-epochs",
@@ -47,7 +46,7 @@ def test_help_names_the_flags(name):
         "--time-budget",
         "--max-concurrent",
     ):
-        assert flag in out.stdout, flag
+        assert flag in out.out, flag
 
 
 def test_celeba_image_size_picks_the_base_model():
@@ -57,30 +56,3 @@ def test_celeba_image_size_picks_the_base_model():
     assert base_config(argv) is BASE_128 and argv == ["--num-samples", "4"]
     assert base_config([]) is BASE_64
     assert Config.from_dict(BASE_128).model.arch == "conv_bn"
-
-
-@pytest.mark.parametrize(
-    ("flags", "message"),
-    [
-        (["--num-samples", "0"], "--num-samples: got 0; expected >= 1"),
-        (["--max-epochs", "-2"], "--max-epochs: got -2; expected >= 1"),
-        (["--cpus-per-trial", "0"], "--cpus-per-trial: got 0.0; expected > 0"),
-        (["--gpus-per-trial", "-1"], "--gpus-per-trial: got -1.0; expected >= 0"),
-    ],
-)
-def test_bad_flags_are_refused_before_anything_starts(flags, message, tmp_path):
-    out = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "sweeps" / "shapes.py"),
-            *flags,
-            "--storage-path",
-            str(tmp_path / "ray"),
-        ],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert out.returncode == 2 and message in out.stderr
-    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "ray").exists()
