@@ -12,7 +12,9 @@ given ASHA's stopping. For each run, every reported epoch in time order gives th
 the best val_bpd so far against epochs consumed. The figure: the fraction of random search's
 epochs that ASHA + TPE needed to reach random search's final best (target: at most 25%).
 Writes benchmarks/results/search_efficiency.json, docs/figures/search_efficiency.png and its
-section of docs/BENCHMARKS.md; each sweep is also in MLflow (./mlflow-bench.db).
+section of docs/BENCHMARKS.md. Every sweep is also in MLflow, experiment search-efficiency
+of --tracking-uri (default ./mlflow-bench.db), with a run `summary` holding the figure and
+each seed's fraction: `mlflow ui --backend-store-uri sqlite:///mlflow-bench.db`.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import mlflow  # noqa: E402
 from _report import REPO, command, commit, machine, save_json, write_section  # noqa: E402
 from ray import tune  # noqa: E402
 
@@ -37,6 +40,7 @@ import mnist  # noqa: E402  (the sweep script's SEARCH_SPACE and BASE_CONFIG)
 from sweeps.engine import build_parser, run_sweep  # noqa: E402
 
 FIGURE = REPO / "docs" / "figures" / "search_efficiency.png"
+EXPERIMENT = "search-efficiency"
 GRID = {  # points per axis -> the coarse grid's values of each axis
     3: {"latent_dim": [4, 16, 64], "kl_weight": [0.3, 1.0, 3.0], "sigma_x": [0.05, 0.1, 0.2]},
     2: {"latent_dim": [8, 32], "kl_weight": [0.5, 2.0], "sigma_x": [0.05, 0.15]},
@@ -76,7 +80,7 @@ def curve(outcome_path: Path) -> list[tuple[int, float]]:
     return out
 
 
-def sweep(name: str, space: dict, flags: list[str], folder: Path, base: dict) -> list:
+def sweep(name: str, space: dict, flags: list[str], folder: Path, base: dict, uri: str) -> list:
     parser = build_parser("", {})
     args = parser.parse_args(
         [
@@ -85,7 +89,9 @@ def sweep(name: str, space: dict, flags: list[str], folder: Path, base: dict) ->
             "--storage-path",
             str(folder / "ray"),
             "--tracking-uri",
-            f"sqlite:///{folder / 'mlflow-bench.db'}",
+            uri,
+            "--experiment",
+            EXPERIMENT,
             "--registry-name",
             "search-efficiency",
             "--image-every",
@@ -114,6 +120,11 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=6, help="E, epochs of a full trial")
     parser.add_argument("--limit", type=int, default=6000, help="MNIST images used")
+    parser.add_argument(
+        "--tracking-uri",
+        default=f"sqlite:///{Path.cwd() / 'mlflow-bench.db'}",
+        help="MLflow store for the sweeps and the summary (default ./mlflow-bench.db)",
+    )
     args = parser.parse_args()
     seeds, limit, points = (1, 2000, 2) if args.quick else (args.seeds, args.limit, 3)
     epochs = 3 if args.quick else args.epochs
@@ -134,6 +145,7 @@ def main() -> None:
                 + ["--num-samples", str(grid_trials)],
                 folder,
                 base,
+                args.tracking_uri,
             )
             grid = sweep(
                 f"grid-{seed}",
@@ -141,6 +153,7 @@ def main() -> None:
                 [*common, *s, "--search", "random", "--scheduler", "fifo", "--num-samples", "1"],
                 folder,
                 base,
+                args.tracking_uri,
             )
             asha = sweep(
                 f"asha-tpe-{seed}",
@@ -148,6 +161,7 @@ def main() -> None:
                 [*common, *s, "--num-samples", str(asha_trials), "--grace-period", "1"],
                 folder,
                 base,
+                args.tracking_uri,
             )
             target = random[-1][1]
             runs.append(
@@ -161,10 +175,24 @@ def main() -> None:
                 }
             )
     plot(runs, budget)
+    log_summary(args.tracking_uri, runs, budget)
     save_json("search_efficiency", {"budget_epochs": budget, "limit": limit, "runs": runs})
     write_section(
         "search_efficiency", report(runs, budget, limit, asha_trials, epochs, points, grid_trials)
     )
+
+
+def log_summary(uri: str, runs: list[dict], budget: int) -> None:
+    """The figure and each seed's fraction, as a run beside the sweeps in MLflow."""
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_experiment(EXPERIMENT)
+    with mlflow.start_run(run_name="summary", tags={"commit": commit()}):
+        mlflow.log_params({"budget_epochs": budget, "seeds": len(runs), "command": command()})
+        for run in runs:
+            fraction = run["fraction_to_reach_random_best"]
+            if math.isfinite(fraction):
+                mlflow.log_metric(f"fraction_to_reach_random_best_seed{run['seed']}", fraction)
+        mlflow.log_artifact(str(FIGURE))
 
 
 def plot(runs: list[dict], budget: int) -> None:
