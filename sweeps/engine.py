@@ -94,6 +94,15 @@ def build_parser(description: str, defaults: dict[str, Any]) -> argparse.Argumen
         help="stop starting and running trials after this long",
     )
     p.add_argument(
+        "--epoch-budget",
+        type=int,
+        default=None,
+        metavar="EPOCHS",
+        help="stop the sweep once its trials have trained this many epochs in all "
+        "(a compute budget, e.g. to compare searches on equal terms); the trials running "
+        "then stop too",
+    )
+    p.add_argument(
         "--grace-period",
         type=int,
         default=d["grace_period"],
@@ -155,6 +164,20 @@ def build_parser(description: str, defaults: dict[str, Any]) -> argparse.Argumen
     return p
 
 
+class EpochBudget(tune.stopper.Stopper):
+    """Stops the whole sweep once its trials have reported `epochs` epochs in all."""
+
+    def __init__(self, epochs: int) -> None:
+        self.epochs, self.spent = epochs, 0
+
+    def __call__(self, trial_id: str, result: dict) -> bool:
+        self.spent += 1  # every result is one epoch of one trial
+        return False
+
+    def stop_all(self) -> bool:
+        return self.spent >= self.epochs
+
+
 class SweepInterrupted(RuntimeError):
     """Ctrl+C (or SIGUSR1) stopped the sweep; Tune saved its state for --resume."""
 
@@ -213,6 +236,7 @@ def check_flags(args: argparse.Namespace) -> None:
         ("grace_period", 1),
         ("image_every", 1),
         ("max_concurrent", 1),
+        ("epoch_budget", 1),
     ]
     for flag, low in rules:
         value = getattr(args, flag)
@@ -438,6 +462,7 @@ def _tune(
         if args.scheduler == "asha"
         else FIFOScheduler()
     )
+    budget = EpochBudget(args.epoch_budget) if args.epoch_budget else None
     tuner = tune.Tuner(
         trainable,
         param_space=search_space,
@@ -456,7 +481,8 @@ def _tune(
             name=name,
             storage_path=storage,
             verbose=1,
-            callbacks=[tracking.CloseTrialRuns(tracking_uri, args.max_epochs)],
+            stop=budget,
+            callbacks=[tracking.CloseTrialRuns(tracking_uri, args.max_epochs, budget)],
             checkpoint_config=tune.CheckpointConfig(
                 num_to_keep=1, checkpoint_score_attribute=METRIC, checkpoint_score_order="min"
             ),  # the best epoch, and always the latest
@@ -472,7 +498,8 @@ def _check_complete(results, client: MlflowClient, parent: str, name: str, args)
     runs and the sweep's KILLED (none is left RUNNING) and say how to resume."""
     saved = tune.ExperimentAnalysis(results.experiment_path).trials
     unfinished = [t for t in saved if t.status not in ("TERMINATED", "ERROR")]
-    missing = args.num_samples - len(saved) if args.time_budget is None else 0
+    budgeted = args.time_budget is not None or args.epoch_budget is not None
+    missing = 0 if budgeted else args.num_samples - len(saved)
     if not unfinished and missing <= 0:
         return
     resume = f"{Path(sys.argv[0]).name} --resume --name {name} (same --storage-path)"

@@ -238,7 +238,16 @@ def trial_outcome(trial, max_epochs: int) -> tuple[str, dict[str, str]]:
         return "FAILED", {ERROR: error_text(trial)}
     if epoch >= max_epochs:
         return "FINISHED", {}
-    return "KILLED", {STOP_REASON: f"stopped early by ASHA after epoch {epoch}"}
+    return "KILLED", {STOP_REASON: stop_reason(epoch)}
+
+
+def stop_reason(epoch: int, budget_spent: bool = False) -> str:
+    """Why a trial ended before its last epoch."""
+    if epoch == 0:
+        return "stopped before its first epoch ended"
+    if budget_spent:
+        return f"stopped after epoch {epoch}: the sweep's epoch budget was spent"
+    return f"stopped early by ASHA after epoch {epoch}"
 
 
 def deliver_outbox(client: MlflowClient, run_id: str, checkpoint) -> dict[str, int]:
@@ -296,8 +305,9 @@ class CloseTrialRuns(tune.Callback):
     after delivering what the trial could not log. With the tracking server away, nothing
     waits: the sweep's end (`settle_trial` again) does it."""
 
-    def __init__(self, tracking_uri: str, max_epochs: int) -> None:
+    def __init__(self, tracking_uri: str, max_epochs: int, budget=None) -> None:
         self.tracking_uri, self.max_epochs = tracking_uri, max_epochs
+        self.budget = budget  # the sweep's EpochBudget, if it has one
 
     def _settle(self, trial, status: str, tags: dict[str, str]) -> None:
         try:
@@ -313,8 +323,8 @@ class CloseTrialRuns(tune.Callback):
         if epoch >= self.max_epochs:
             self._settle(trial, "FINISHED", {})
         else:
-            reason = f"stopped early by ASHA after epoch {epoch}"
-            self._settle(trial, "KILLED", {STOP_REASON: reason})
+            spent = self.budget is not None and self.budget.stop_all()
+            self._settle(trial, "KILLED", {STOP_REASON: stop_reason(epoch, spent)})
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
         self._settle(trial, "FAILED", {ERROR: error_text(trial)})

@@ -283,3 +283,19 @@ def test_random_search_walks_a_grid_without_early_stopping(tmp_path):
         timeout=300,
     )
     assert refused.returncode == 2 and "pass --search random" in refused.stderr
+
+
+def test_an_epoch_budget_stops_the_sweep_once_spent(tmp_path):
+    """--epoch-budget: TPE + ASHA propose trials until the trials have trained that many epochs
+    in all; the sweep then ends normally (not 'interrupted'), every run ended."""
+    shutil.copy(REPO / "sweeps" / "shapes.py", tmp_path / "shapes.py")
+    result = sweep(tmp_path, "--num-samples", "20", "--epoch-budget", "5", "--name", "budget")
+    assert result.returncode == 0, result.stderr[-3000:]
+    client, found = runs(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    trials = [r for r in found if r.data.tags.get("vae_sweep.role") == "trial"]
+    epochs = sum(len(client.get_metric_history(r.info.run_id, "val_bpd")) for r in trials)
+    assert 5 <= epochs <= 6 and len(trials) < 20  # one more report may be in flight
+    assert all(r.info.status in ("FINISHED", "KILLED") for r in found)
+    reasons = {r.data.tags.get("vae_sweep.stop_reason", "") for r in trials}
+    assert all(r == "" or "ASHA" in r or "budget" in r or "first epoch" in r for r in reasons)
+    assert "registered   shapes-vae version 1" in result.stdout
