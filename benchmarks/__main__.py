@@ -4,7 +4,8 @@
     python -m benchmarks                  # the full runs (hours on 2 CPU cores)
     python -m benchmarks --only trainer_speed platform_overhead
 
-Each script writes benchmarks/results/<name>.json and its own section of docs/BENCHMARKS.md;
+Each script writes benchmarks/results/<name>.json and its own section of docs/BENCHMARKS.md,
+then benchmarks/summary.py the table of targets at its top;
 docs/RELIABILITY.md comes from `python benchmarks/reliability.py` (it runs the fault tests).
 """
 
@@ -59,6 +60,7 @@ def main() -> int:
         print(f"benchmarks: {name} exit {code.returncode} in {took:.0f} s", file=sys.stderr)
         if code.returncode:
             failed.append(name)
+    subprocess.run([sys.executable, str(HERE / "summary.py")], check=True)  # the targets table
     if failed:
         print(f"benchmarks: failed: {', '.join(failed)}", file=sys.stderr)
     return 1 if failed else 0

@@ -63,12 +63,17 @@ def save_json(name: str, data: dict) -> Path:
     return path
 
 
-def write_section(name: str, body: str) -> None:
+def write_section(name: str, body: str, first: bool = False) -> None:
+    """Replace the section `name` of docs/BENCHMARKS.md, or add it at the end (first: before
+    every other section)."""
     start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
     section = f"{start}\n{body.strip()}\n{end}"
     text = DOC.read_text() if DOC.exists() else HEADER
     if start in text:
         text = text[: text.index(start)] + section + text[text.index(end) + len(end) :]
+    elif first and "<!-- " in text:
+        at = text.index("<!-- ")
+        text = text[:at] + section + "\n\n" + text[at:]
     else:
         text = text.rstrip("\n") + "\n\n" + section + "\n"
     DOC.parent.mkdir(exist_ok=True)

@@ -1,0 +1,123 @@
+"""The issue's targets at a glance: one row per target, read from benchmarks/results/*.json
+(never typed in), written as the `summary` section at the top of docs/BENCHMARKS.md.
+
+    python benchmarks/summary.py
+
+`python -m benchmarks` runs it after the benchmarks. A benchmark not yet run shows as such.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+
+from _report import RESULTS, write_section
+
+Row = tuple[str, str, str, str]  # (what, measured, target, verdict)
+
+
+def _verdict(met: bool) -> str:
+    return "met" if met else "**missed**"
+
+
+def trainer_speed(r: dict) -> list[Row]:
+    notebook, limit = r["vs_notebook"], r["vs_limit"]
+    return [
+        ("trainer vs the CelebA notebook's pipeline (CPU)", f"{notebook:.2f}x", ">= 1.5x",
+         _verdict(notebook >= 1.5)),
+        ("trainer vs the in-memory limit (CPU)", f"{limit:.2f}x", ">= 0.90x",
+         _verdict(limit >= 0.9)),
+    ]  # fmt: skip
+
+
+def platform_overhead(r: dict) -> list[Row]:
+    reused = r["reused"]
+    per_trial, share = reused["overhead_per_trial_s"], reused["share_of_a_one_minute_trial"]
+    return [
+        (f"platform overhead per trial ({r['trials']} trials)", f"{per_trial:.1f} s", "< 1 s",
+         _verdict(per_trial < 1)),
+        ("overhead share of a sweep of one-minute trials", f"{share:.1%}", "< 5%",
+         _verdict(share < 0.05)),
+    ]  # fmt: skip
+
+
+def search_efficiency(r: dict) -> list[Row]:
+    fractions = sorted(run["fraction_to_reach_random_best"] for run in r["runs"])
+    median = fractions[len(fractions) // 2]
+    shown = ", ".join(f"{f:.0%}" if math.isfinite(f) else "never" for f in fractions)
+    measured = f"median {median:.0%} ({shown})" if math.isfinite(median) else f"({shown})"
+    return [
+        (f"ASHA + TPE: share of random search's epochs to reach its best "
+         f"({len(fractions)} seeds)", measured, "<= 25%", _verdict(median <= 0.25)),
+    ]  # fmt: skip
+
+
+def seed_mlp_tf(r: dict) -> list[Row]:
+    final = r["final"]
+    gap = abs(final["loss"] - final["tutorial"]) / final["tutorial"]
+    return [
+        (f"seed 001 MLP: loss at epoch {final['epoch']} vs the tutorial's",
+         f"{final['loss']:.3f} vs {final['tutorial']:.3f} ({gap:.2%})", "within 3%",
+         _verdict(gap <= 0.03)),
+    ]  # fmt: skip
+
+
+def seed_keras_conv(r: dict) -> list[Row]:
+    ours, theirs = r, r["tutorial"]
+    return [
+        ("seed 002 Keras conv: best val loss / stop epoch vs the tutorial's",
+         f"{ours['best_val_loss']:.2f} / {ours['stopped_after_epoch']} vs "
+         f"{theirs['best_val_loss']:.2f} / {theirs['stopped_after_epoch']}", "reported", "-"),
+    ]  # fmt: skip
+
+
+def cluster_scaling(r: dict) -> list[Row]:
+    return [
+        ("sweep throughput, 2 worker nodes vs 1 (loopback)", f"{r['speedup_wall']:.2f}x",
+         "reported", "-"),
+    ]  # fmt: skip
+
+
+ROWS: dict[str, Callable[[dict], list[Row]]] = {
+    "trainer_speed": trainer_speed,
+    "platform_overhead": platform_overhead,
+    "search_efficiency": search_efficiency,
+    "seed_mlp_tf": seed_mlp_tf,
+    "seed_keras_conv": seed_keras_conv,
+    "cluster_scaling": cluster_scaling,
+}
+
+
+def section() -> str:
+    lines = [
+        "| benchmark | measured | target | | commit |",
+        "|---|---|---|---|---|",
+    ]
+    for name, rows in ROWS.items():
+        path = RESULTS / f"{name}.json"
+        if not path.exists():
+            lines.append(f"| {name} | not run yet | | | |")
+            continue
+        result = json.loads(path.read_text())
+        mode = "" if result.get("mode", "full") == "full" else f" ({result['mode']} run)"
+        for what, measured, target, verdict in rows(result):
+            lines.append(
+                f"| {what}{mode} | {measured} | {target} | {verdict} | {result['commit']} |"
+            )
+    return f"""
+## At a glance
+
+From `benchmarks/results/*.json` by `python benchmarks/summary.py`; each figure's section
+below says how it was measured and what limits it.
+
+{chr(10).join(lines)}
+"""
+
+
+def main() -> None:
+    write_section("summary", section(), first=True)
+
+
+if __name__ == "__main__":
+    main()
