@@ -115,7 +115,7 @@ def main() -> None:
     parser.add_argument(
         "--epochs", type=int, default=9, help="E, epochs of a full trial (ASHA rungs 1, 3, 9)"
     )
-    parser.add_argument("--limit", type=int, default=2000, help="MNIST images used")
+    parser.add_argument("--limit", type=int, default=3000, help="MNIST images used")
     parser.add_argument(
         "--tracking-uri",
         default=f"sqlite:///{Path.cwd() / 'mlflow-bench.db'}",
