@@ -27,6 +27,7 @@ BENCHMARKS = {
         ["--data-root", DATA, "--epochs", "5"],
         ["--data-root", DATA, "--epochs", "1"],
     ),
+    "gpu_packing": ([], ["--quick"]),
     "platform_overhead": ([], ["--quick"]),
     "cluster_scaling": (["--trials", "8"], ["--trials", "4"]),
     "search_efficiency": (["--data-root", DATA], ["--data-root", DATA, "--quick"]),

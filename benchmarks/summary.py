@@ -79,6 +79,16 @@ def cluster_scaling(r: dict) -> list[Row]:
     ]  # fmt: skip
 
 
+def gpu_packing(r: dict) -> list[Row]:
+    rows = []
+    for k, pack in r["packs"].items():
+        if k != "1" and pack["vs_one_alone"]:
+            where = "GPU" if r["gpu"] else "CPU, no GPU"
+            rows.append((f"{k} trials packed on one device ({where}) vs one alone",
+                         f"{pack['vs_one_alone']:.2f}x", "reported", "-"))  # fmt: skip
+    return rows
+
+
 ROWS: dict[str, Callable[[dict], list[Row]]] = {
     "trainer_speed": trainer_speed,
     "platform_overhead": platform_overhead,
@@ -86,6 +96,7 @@ ROWS: dict[str, Callable[[dict], list[Row]]] = {
     "seed_mlp_tf": seed_mlp_tf,
     "seed_keras_conv": seed_keras_conv,
     "cluster_scaling": cluster_scaling,
+    "gpu_packing": gpu_packing,
 }
 
 

@@ -104,6 +104,7 @@ def train_trial(params: dict[str, Any], context: SweepContext) -> None:
             "epoch_seconds": record["epoch_seconds"],
             "entered_at": entered_at,
             "reported_at": time.time(),
+            "train_images": len(data.train),
             **{f"overhead_{part}_s": seconds for part, seconds in spent.items()},
         }
         with tempfile.TemporaryDirectory() as folder, _naming_a_full_disk(folder, state.epoch):
