@@ -80,6 +80,7 @@ SWEEP_CASES = [
     ("unknown field", '{"latent_size": tune.choice([4, 8])}', SHAPES, [], "search space 'latent_size' = 4: latent_size: unknown field in the config; known fields: arch, latent_dim"),  # noqa: E501
     ("num-samples 0", GOOD_SPACE, SHAPES, ["--num-samples", "0"], "--num-samples: got 0; expected >= 1"),  # noqa: E501
     ("max-epochs 0", GOOD_SPACE, SHAPES, ["--max-epochs", "0"], "--max-epochs: got 0; expected >= 1"),  # noqa: E501
+    ("epoch-budget 0", GOOD_SPACE, SHAPES, ["--epoch-budget", "0"], "--epoch-budget: got 0; expected >= 1"),  # noqa: E501
     ("cpus 0", GOOD_SPACE, SHAPES, ["--cpus-per-trial", "0"], "--cpus-per-trial: got 0.0; expected > 0"),  # noqa: E501
     ("gpus < 0", GOOD_SPACE, SHAPES, ["--gpus-per-trial", "-1"], "--gpus-per-trial: got -1.0; expected >= 0"),  # noqa: E501
     ("gpus > node", GOOD_SPACE, SHAPES, ["--gpus-per-trial", "2"], "--gpus-per-trial 2: no node has that much"),  # noqa: E501
