@@ -25,6 +25,7 @@ import json
 import math
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import matplotlib
@@ -63,10 +64,10 @@ def curve(outcome_path: Path) -> tuple[list[tuple[int, float]], int]:
         for line in (Path(trial.path) / "result.json").read_text().splitlines():
             result = json.loads(line)
             if math.isfinite(result.get("val_bpd", math.nan)):
-                points.append((result["timestamp"], result["time_total_s"], result["val_bpd"]))
-    points.sort()
+                points.append((result["reported_at"], result["val_bpd"]))
+    points.sort()  # by when each epoch was reported, across the trials
     best, out = math.inf, []
-    for n, (_, _, value) in enumerate(points, start=1):
+    for n, (_, value) in enumerate(points, start=1):
         best = min(best, value)
         out.append((n, best))
     return out, len(trials)
@@ -128,13 +129,13 @@ def main() -> None:
     budget = grid_trials * epochs
     base = {**mnist.BASE_CONFIG, "data_root": args.data_root, "limit": limit, "iwae_samples": 8}
     common = ["--max-epochs", str(epochs), "--data-root", args.data_root]
-    runs = []
+    runs, stamp = [], time.strftime("%Y%m%d-%H%M%S")  # sweep names unique in the MLflow store
     with tempfile.TemporaryDirectory(prefix="search-") as tmp:
         folder = Path(tmp)
         for seed in range(seeds):
             s = ["--seed", str(seed)]
             random, _ = sweep(
-                f"random-{seed}",
+                f"random-{seed}-{stamp}",
                 mnist.SEARCH_SPACE,
                 [*common, *s, "--search", "random", "--scheduler", "fifo"]
                 + ["--num-samples", str(grid_trials)],
@@ -143,7 +144,7 @@ def main() -> None:
                 args.tracking_uri,
             )
             grid, _ = sweep(
-                f"grid-{seed}",
+                f"grid-{seed}-{stamp}",
                 grid_space(points),
                 [*common, *s, "--search", "random", "--scheduler", "fifo", "--num-samples", "1"],
                 folder,
@@ -151,7 +152,7 @@ def main() -> None:
                 args.tracking_uri,
             )
             asha, asha_trials = sweep(
-                f"asha-tpe-{seed}",
+                f"asha-tpe-{seed}-{stamp}",
                 mnist.SEARCH_SPACE,
                 [*common, *s, "--num-samples", str(budget), "--epoch-budget", str(budget)]
                 + ["--grace-period", "1"],
