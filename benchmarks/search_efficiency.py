@@ -33,7 +33,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import mlflow  # noqa: E402
-from _report import REPO, command, commit, machine, save_json, write_section  # noqa: E402
+from _report import REPO, RESULTS, command, commit, machine, save_json, write_section  # noqa: E402
 from ray import tune  # noqa: E402
 
 sys.path.insert(0, str(REPO / "sweeps"))
@@ -61,7 +61,10 @@ def curve(outcome_path: Path) -> tuple[list[tuple[int, float]], int]:
     points = []
     trials = tune.ExperimentAnalysis(str(outcome_path)).trials
     for trial in trials:
-        for line in (Path(trial.path) / "result.json").read_text().splitlines():
+        results = Path(trial.path) / "result.json"
+        if not results.exists():
+            continue  # started as the budget ran out: it reported no epoch
+        for line in results.read_text().splitlines():
             result = json.loads(line)
             if math.isfinite(result.get("val_bpd", math.nan)):
                 points.append((result["reported_at"], result["val_bpd"]))
@@ -122,7 +125,15 @@ def main() -> None:
         default=f"sqlite:///{Path.cwd() / 'mlflow-bench.db'}",
         help="MLflow store for the sweeps and the summary (default ./mlflow-bench.db)",
     )
+    parser.add_argument(
+        "--from-json",
+        action="store_true",
+        help="only redraw the figure and the section from benchmarks/results' JSON",
+    )
     args = parser.parse_args()
+    if args.from_json:
+        publish(json.loads((RESULTS / "search_efficiency.json").read_text()))
+        return
     seeds, limit, points = (1, 2000, 2) if args.quick else (args.seeds, args.limit, 3)
     epochs = 3 if args.quick else args.epochs
     grid_trials = points**3
@@ -172,10 +183,22 @@ def main() -> None:
                     "fraction_to_reach_random_best": fraction_to_reach(target, asha, len(random)),
                 }
             )
-    plot(runs)
+            figures = {"budget_epochs": budget, "limit": limit, "epochs": epochs}
+            figures |= {"grid_points": points, "seeds": seeds, "runs": runs}
+            save_json("search_efficiency", figures)  # after each seed: hours of work kept
+    publish(figures)
     log_summary(args.tracking_uri, runs, budget)
-    save_json("search_efficiency", {"budget_epochs": budget, "limit": limit, "runs": runs})
-    write_section("search_efficiency", report(runs, budget, limit, epochs, points, grid_trials))
+
+
+def publish(figures: dict) -> None:
+    """The figure and the section, from the results (also `--from-json`)."""
+    runs, budget = figures["runs"], figures["budget_epochs"]
+    plot(runs)
+    points = figures["grid_points"]
+    body = report(runs, budget, figures["limit"], figures["epochs"], points, points**3)
+    measured = (figures.get(k, now()) for k, now in (("command", command), ("commit", commit)))
+    body = body.replace("{measured}", "`{}` at commit {}".format(*measured), 1)
+    write_section("search_efficiency", body)
 
 
 def log_summary(uri: str, runs: list[dict], budget: int) -> None:
@@ -248,7 +271,7 @@ def report(
     return f"""
 ## Search efficiency: ASHA + TPE against random search and a grid (MNIST)
 
-`{command()}` at commit {commit()} on {machine()}. sweeps/mnist.py's space and base model
+{{measured}} on {machine()}. sweeps/mnist.py's space and base model
 (conv) on the first {limit:,} MNIST training images, E = {epochs} epochs. Random search:
 {grid_trials} trials x E epochs, FIFO (no early stopping); grid: {points} points per axis
 ({", ".join(f"{k} {'/'.join(map(str, v))}" for k, v in GRID[points].items())}; likelihood
