@@ -155,14 +155,15 @@ def _test_bpd(version) -> float:
 
 
 def _ensure_registered_model(client: MlflowClient, name: str) -> None:
+    """Create the registered model unless it exists. Create first and take 'already exists'
+    as done: a look-then-create would race with another sweep registering at the same time."""
     try:
-        client.get_registered_model(name)
-    except MlflowException as err:
-        if err.error_code != "RESOURCE_DOES_NOT_EXIST":
-            raise
         client.create_registered_model(
             name, description="VAEs found by vae-sweep; alias champion = best test_bpd"
         )
+    except MlflowException as err:
+        if err.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
 
 
 def _alias_version(client: MlflowClient, name: str, alias: str):

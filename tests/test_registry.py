@@ -5,7 +5,7 @@ import pytest
 from conftest import make_splits, tiny_config
 from mlflow.tracking import MlflowClient
 
-from sweeps.registry import log_and_register, using_tracking_uri
+from sweeps.registry import _ensure_registered_model, log_and_register, using_tracking_uri
 from vae_core import fit
 
 
@@ -74,3 +74,12 @@ def test_two_sweeps_registering_at_once_leave_the_better_one_champion(store, che
         client.create_model_version("m", source, run_id=run_id, tags=tags("b", 3.0))
     late = register(store, checkpoint, "c", 4.0)
     assert late.alias == "challenger" and aliases(client)["champion"] == "2"
+
+
+def test_the_registered_model_is_created_once_whoever_comes_second(store):
+    """Two sweeps finishing together both find no model and both create it: the second
+    create is refused by the store and taken as done (the race CI once hit, as a crash)."""
+    uri, client, _ = store
+    _ensure_registered_model(client, "m")
+    _ensure_registered_model(client, "m")  # the other sweep, a moment later
+    assert [m.name for m in client.search_registered_models()] == ["m"]
