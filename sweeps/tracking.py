@@ -231,14 +231,17 @@ def end_if_running(client: MlflowClient, run_id: str, status: str, tags: dict[st
     return True
 
 
-def trial_outcome(trial, max_epochs: int) -> tuple[str, dict[str, str]]:
-    """The MLflow status (and reason tags) of an ended Tune trial."""
+def trial_outcome(
+    trial, max_epochs: int, budget_spent: bool = False
+) -> tuple[str, dict[str, str]]:
+    """The MLflow status (and reason tags) of an ended Tune trial; budget_spent: the sweep's
+    epoch budget had run out when it ended."""
     epoch = (trial.last_result or {}).get("epoch", 0)
     if trial.status == "ERROR":
         return "FAILED", {ERROR: error_text(trial)}
     if epoch >= max_epochs:
         return "FINISHED", {}
-    return "KILLED", {STOP_REASON: stop_reason(epoch)}
+    return "KILLED", {STOP_REASON: stop_reason(epoch, budget_spent)}
 
 
 def stop_reason(epoch: int, budget_spent: bool = False) -> str:
@@ -319,12 +322,8 @@ class CloseTrialRuns(tune.Callback):
             print(f"vae-sweep: tracking server unreachable; {trial} is settled at the end")
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
-        epoch = (trial.last_result or {}).get("epoch", 0)
-        if epoch >= self.max_epochs:
-            self._settle(trial, "FINISHED", {})
-        else:
-            spent = self.budget is not None and self.budget.stop_all()
-            self._settle(trial, "KILLED", {STOP_REASON: stop_reason(epoch, spent)})
+        spent = self.budget is not None and self.budget.stop_all()
+        self._settle(trial, *trial_outcome(trial, self.max_epochs, spent))
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
         self._settle(trial, "FAILED", {ERROR: error_text(trial)})
