@@ -10,6 +10,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 DOC = REPO / "docs" / "BENCHMARKS.md"
@@ -81,3 +82,16 @@ def write_section(name: str, body: str, first: bool = False) -> None:
     tmp.write_text(text)
     os.replace(tmp, DOC)
     print(section)
+
+
+def trial_results(experiment: Path) -> list[tuple[Any, list[dict]]]:
+    """Each trial of the Tune experiment folder with every result it reported, in order
+    (none for a trial that started but never reported)."""
+    from ray import tune  # only the sweep benchmarks need Ray
+
+    out = []
+    for trial in tune.ExperimentAnalysis(str(experiment)).trials:
+        path = Path(trial.path) / "result.json"
+        lines = path.read_text().splitlines() if path.exists() else []
+        out.append((trial, [json.loads(line) for line in lines]))
+    return out

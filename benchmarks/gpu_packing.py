@@ -18,15 +18,13 @@ Without a CUDA GPU it runs the same sweeps on the CPU cores instead (k = 1, 2 wi
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import tempfile
 from pathlib import Path
 
 import ray
 import torch
-from _report import command, commit, machine, save_json, write_section
-from ray import tune
+from _report import command, commit, machine, save_json, trial_results, write_section
 
 from sweeps.engine import build_parser, run_sweep
 
@@ -79,9 +77,7 @@ def main() -> None:
 def measure(path: Path) -> dict:
     """Per trial: images/s over its epochs after the first; whether all ran at once."""
     per_trial, spans = [], []
-    for trial in tune.ExperimentAnalysis(str(path)).trials:
-        lines = (Path(trial.path) / "result.json").read_text().splitlines()
-        results = [json.loads(line) for line in lines]
+    for _, results in trial_results(path):
         n_train = results[-1]["train_images"]
         warm = results[1:] or results  # one epoch only: it counts, warm-up and all
         per_trial.append(n_train * len(warm) / sum(r["epoch_seconds"] for r in warm))

@@ -14,7 +14,6 @@ and the driver's start and end shared out over the trials.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import tempfile
@@ -23,7 +22,7 @@ from pathlib import Path
 
 import ray
 import torch
-from _report import command, commit, machine, save_json, write_section
+from _report import command, commit, machine, save_json, trial_results, write_section
 from ray import tune
 
 from sweeps.engine import build_parser, run_sweep
@@ -83,11 +82,9 @@ def breakdown(run: dict, slots: int, n: int, sum_plain: float) -> dict:
     }
 
 
-def trial_times(trial: tune.experiment.Trial) -> dict:
+def trial_times(trial: tune.experiment.Trial, results: list[dict]) -> dict:
     """When a trial's function began and last reported, its training seconds (every epoch,
     validation included, as in the plain loop), the parts it timed itself, its config."""
-    lines = (Path(trial.path) / "result.json").read_text().splitlines()
-    results = [json.loads(line) for line in lines]
     last = results[-1]
     times = {p: last.get(f"overhead_{p}_s", 0.0) for p in PARTS}
     times |= {"entered": last["entered_at"], "left": last["reported_at"]}
@@ -105,8 +102,8 @@ def sweep(folder: Path, mode: str, n: int, epochs: int, base: dict) -> dict:
     run_sweep(SPACE, base, build_parser("", {}).parse_args(flags))
     wall = time.perf_counter() - started
     ray.shutdown()
-    trials = tune.ExperimentAnalysis(str(folder / "ray" / mode)).trials
-    return {"wall": wall, "at": at, "trials": [trial_times(t) for t in trials]}
+    trials = trial_results(folder / "ray" / mode)
+    return {"wall": wall, "at": at, "trials": [trial_times(*t) for t in trials]}
 
 
 def plain_loop(configs: list[dict], base: dict, epochs: int) -> list[float]:

@@ -34,7 +34,16 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import mlflow  # noqa: E402
 import numpy as np  # noqa: E402
-from _report import REPO, RESULTS, command, commit, machine, save_json, write_section  # noqa: E402
+from _report import (  # noqa: E402
+    REPO,
+    RESULTS,
+    command,
+    commit,
+    machine,
+    save_json,
+    trial_results,
+    write_section,
+)
 from mlflow.tracking import MlflowClient  # noqa: E402
 from ray import tune  # noqa: E402
 
@@ -62,13 +71,9 @@ def curve(outcome_path: Path) -> tuple[list[tuple[int, float]], int]:
     """(epochs consumed, best val_bpd so far) after each reported epoch, in time order; and
     the number of trials."""
     points = []
-    trials = tune.ExperimentAnalysis(str(outcome_path)).trials
-    for trial in trials:
-        results = Path(trial.path) / "result.json"
-        if not results.exists():
-            continue  # started as the budget ran out: it reported no epoch
-        for line in results.read_text().splitlines():
-            result = json.loads(line)
+    trials = trial_results(outcome_path)
+    for _, results in trials:  # none for a trial started as the budget ran out
+        for result in results:
             if math.isfinite(result.get("val_bpd", math.nan)):
                 points.append((result["reported_at"], result["val_bpd"]))
     points.sort()  # by when each epoch was reported, across the trials
