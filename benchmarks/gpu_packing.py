@@ -26,7 +26,8 @@ import ray
 import torch
 from _report import command, commit, machine, save_json, trial_results, write_section
 
-from sweeps.engine import build_parser, run_sweep
+from sweeps.engine import run_sweep
+from sweeps.spec import parse_spec
 
 SPACE = {"latent_dim": 32, "kl_weight": 1.0}  # k identical trials
 BASE = {"dataset": "shapes", "arch": "conv", "batch_size": 128, "iwae_samples": 4}
@@ -61,7 +62,7 @@ def main() -> None:
                 ]
             else:
                 flags += ["--gpus-per-trial", "0", "--cpus-per-trial", str(cores / k)]
-            run_sweep(SPACE, base, build_parser("", {}).parse_args(flags))
+            run_sweep(parse_spec(SPACE, base, flags))
             ray.shutdown()
             results[k] = measure(folder / "ray" / f"k{k}")
     alone = results[1]["aggregate_images_per_s"]

@@ -25,7 +25,8 @@ import torch
 from _report import command, commit, machine, save_json, trial_results, write_section
 from ray import tune
 
-from sweeps.engine import build_parser, run_sweep
+from sweeps.engine import run_sweep
+from sweeps.spec import parse_spec
 from vae_core import Config, fit, load_splits
 
 SPACE = {"latent_dim": tune.choice([4, 8, 16, 32]), "kl_weight": tune.loguniform(0.25, 4.0)}
@@ -99,7 +100,7 @@ def sweep(folder: Path, mode: str, n: int, epochs: int, base: dict) -> dict:
     flags += ["--tracking-uri", f"sqlite:///{folder / 'mlflow.db'}"]
     flags += ["--fresh-workers"] if mode == "fresh" else []
     at, started = time.time(), time.perf_counter()
-    run_sweep(SPACE, base, build_parser("", {}).parse_args(flags))
+    run_sweep(parse_spec(SPACE, base, flags))
     wall = time.perf_counter() - started
     ray.shutdown()
     trials = trial_results(folder / "ray" / mode)

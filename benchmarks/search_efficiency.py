@@ -50,7 +50,8 @@ from ray import tune  # noqa: E402
 sys.path.insert(0, str(REPO / "sweeps"))
 import mnist  # noqa: E402  (the sweep script's SEARCH_SPACE and BASE_CONFIG)
 
-from sweeps.engine import build_parser, run_sweep  # noqa: E402
+from sweeps.engine import run_sweep  # noqa: E402
+from sweeps.spec import parse_spec  # noqa: E402
 from sweeps.tracking import PARENT, ROLE  # noqa: E402
 
 FIGURE = REPO / "docs" / "figures" / "search_efficiency.png"
@@ -87,25 +88,9 @@ def curve(outcome_path: Path) -> tuple[list[tuple[int, float]], int]:
 def sweep(
     name: str, space: dict, flags: list[str], folder: Path, base: dict, uri: str
 ) -> tuple[list[tuple[int, float]], int]:
-    parser = build_parser("", {})
-    args = parser.parse_args(
-        [
-            "--name",
-            name,
-            "--storage-path",
-            str(folder / "ray"),
-            "--tracking-uri",
-            uri,
-            "--experiment",
-            EXPERIMENT,
-            "--registry-name",
-            "search-efficiency",
-            "--image-every",
-            "100",
-            *flags,
-        ]
-    )
-    run_sweep(space, base, args)
+    where = ["--name", name, "--storage-path", str(folder / "ray"), "--tracking-uri", uri]
+    where += ["--experiment", EXPERIMENT, "--registry-name", "search-efficiency"]
+    run_sweep(parse_spec(space, base, [*where, "--image-every", "100", *flags]))
     return curve(folder / "ray" / name)
 
 

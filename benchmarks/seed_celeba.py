@@ -50,7 +50,7 @@ SEEDS = {
         "celeba": "--dataset celeba --data-root /data",
         "flags": (
             "--image-size 128 --crop center --pixel-range signed --arch conv_bn "
-            "--channels 32 64 64 128 256 --init xavier --latent-dim 100 --likelihood gaussian "
+            "--widths 32 64 64 128 256 --init xavier --latent-dim 100 --likelihood gaussian "
             f"--sigma-x {SIGMA_000:.3f} --mean-activation squash --kl-weight 1 --batch-size 64 "
             "--lr 1e-3 --grad-clip none"
         ),
@@ -65,7 +65,7 @@ SEEDS = {
              "`--pixel-range signed --mean-activation squash`"),
             ("architecture", "5 conv blocks 5x5 stride 2 + batch norm + ReLU, widths 32 64 64 "
              "128 256 (decoder 256 128 64 64 32 from a 4x4 deconvolution, 3x3 output layer); "
-             "Xavier init", "`--arch conv_bn --channels 32 64 64 128 256 --init xavier`"),
+             "Xavier init", "`--arch conv_bn --widths 32 64 64 128 256 --init xavier`"),
             ("latent size", "NUM_DIMS = 100", "`--latent-dim 100`"),
             ("loss", "mean squared error over pixels + 0.005 x KL (LATENT_LOSS_WEIGHT)",
              f"`--likelihood gaussian --sigma-x {SIGMA_000:.3f} --kl-weight 1`: the same "

@@ -51,7 +51,7 @@ def seed_config(
             "data_root": data_root,
             "limit": limit,
             "arch": "conv",
-            "channels": [64, 64],  # 28 -> 14 -> 7 with 64 filters, 4x4, stride 2, as the seed
+            "widths": [64, 64],  # 28 -> 14 -> 7 with 64 filters, 4x4, stride 2, as the seed
             "init": "xavier",  # tf.layers' default Glorot-uniform kernels, zero biases
             "latent_dim": latent,
             "likelihood": "bernoulli",
@@ -370,7 +370,7 @@ def section(runs: dict, figures: dict, quick: bool, threads: int) -> str:
         "",
         "**Settings.** The seed's text gives latent 5 (reconstructions), latent 2 (latent "
         "space) and 20 epochs; its linked code (mmeendez8/Autoencoder) the rest, used here: "
-        "encoder of two 4x4 stride-2 convolutions with 64 filters (arch `conv`, `channels: "
+        "encoder of two 4x4 stride-2 convolutions with 64 filters (arch `conv`, `widths: "
         "[64, 64]`), TF's Glorot-uniform initialisation (`init: xavier`), batch 128, Adam "
         "lr 5e-4, 20 epochs, binary cross-entropy against the [0, 1] grey levels plus the KL "
         "(`likelihood: bernoulli`, `binarize: false`), no gradient clipping, seed 0, CPU.",

@@ -8,7 +8,7 @@ Prepare the data once with `vae-data prepare celeba --root /data --out ...` and 
 file, or point --data-root at a folder every node has.
 """
 
-import sys
+import argparse
 
 from ray import tune
 
@@ -40,24 +40,26 @@ BASE_128 = {
 }
 
 
-def base_config(argv: list[str]) -> dict:
-    """--image-size 64 | 128 picks the base model; the flag is taken out of argv."""
-    if "--image-size" in argv:
-        i = argv.index("--image-size")
-        size = argv[i + 1] if i + 1 < len(argv) else ""
-        del argv[i : i + 2]
-        if size not in ("64", "128"):
-            sys.exit(f"celeba.py: error: --image-size: got {size!r}; expected 64 or 128")
-        return BASE_128 if size == "128" else BASE_64
-    return BASE_64
+def add_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--image-size",
+        type=int,
+        choices=(64, 128),
+        default=64,
+        help="64: the PyTorch notebook's conv model, centre crop (default); 128: the TF "
+        "model, conv_bn on the tight face crop",
+    )
+
+
+def base_config(args: argparse.Namespace) -> dict:
+    return BASE_128 if args.image_size == 128 else BASE_64
 
 
 if __name__ == "__main__":
-    argv = sys.argv[1:]
     main(
         SEARCH_SPACE,
-        base_config(argv),
+        base_config,
         description=__doc__,
         defaults={"max_epochs": 20},
-        argv=argv,
+        add_flags=add_flags,
     )

@@ -13,7 +13,9 @@ from __future__ import annotations
 import json
 import shutil
 import sys
+import tempfile
 import uuid
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -33,11 +35,27 @@ def transient(err: BaseException) -> bool:
 
 
 class Outbox:
-    def __init__(self, client: MlflowClient, run_id: str, spool: Path) -> None:
-        self.client, self.run_id, self.spool = client, run_id, spool
+    def __init__(self, client: MlflowClient, run_id: str) -> None:
+        self.client, self.run_id = client, run_id
         self.pending: list[dict[str, Any]] = []
         self.late = 0  # calls that waited for the server and then got through
         self.dropped = 0  # calls the server refused: counted, never retried
+        self._spool: Path | None = None  # copies of image folders waiting to be sent
+
+    @property
+    def spool(self) -> Path:
+        """The folder of spooled image folders, made when first needed, removed once empty
+        (and when the outbox is collected or the process exits)."""
+        if self._spool is None:
+            self._spool = Path(tempfile.mkdtemp(prefix="outbox-"))
+            self._cleanup = weakref.finalize(self, shutil.rmtree, self._spool, True)
+        return self._spool
+
+    def close(self) -> None:
+        """Remove the spool folder; what is pending stays in the checkpoints that carry it."""
+        if self._spool is not None:
+            self._cleanup()
+            self._spool = None
 
     def log_metrics(self, metrics: list[Metric]) -> None:
         item = {"metrics": [[m.key, m.value, m.timestamp, m.step] for m in metrics]}
@@ -64,6 +82,7 @@ class Outbox:
             self.pending.pop(0)
             if "spooled" in item:
                 shutil.rmtree(self.spool / item["spooled"], ignore_errors=True)
+        self.close()  # nothing waits any more
         return True
 
     def _submit(self, item: dict[str, Any]) -> None:
@@ -108,9 +127,9 @@ class Outbox:
         (target / "pending.json").write_text(json.dumps(state))
 
     @classmethod
-    def load(cls, folder: Path, client: MlflowClient, run_id: str, spool: Path) -> Outbox:
+    def load(cls, folder: Path, client: MlflowClient, run_id: str) -> Outbox:
         """The outbox a checkpoint folder carries (empty if none)."""
-        outbox = cls(client, run_id, spool)
+        outbox = cls(client, run_id)
         source = folder / FOLDER
         if (source / "pending.json").exists():
             state = json.loads((source / "pending.json").read_text())
@@ -118,5 +137,33 @@ class Outbox:
             outbox.dropped = state["dropped"]
             for item in outbox.pending:
                 if "spooled" in item:
-                    shutil.copytree(source / item["spooled"], spool / item["spooled"])
+                    shutil.copytree(source / item["spooled"], outbox.spool / item["spooled"])
         return outbox
+
+
+DELIVERED = "vae_sweep.outbox_delivered"  # on a trial run: the checkpoint the driver sent
+NOTHING = {"mlflow_pending": 0, "mlflow_late": 0, "mlflow_dropped": 0}
+
+
+def deliver(client: MlflowClient, run_id: str, checkpoint, reported: dict) -> dict[str, int]:
+    """Send what an ended trial's last checkpoint still carried for its run; the totals of its
+    late, dropped and still pending log calls. `reported` is the trial's last result: when it
+    said nothing was pending, the checkpoint is not opened (with s3:// storage that would be a
+    download per trial). Once per checkpoint: a tag on the run says which was delivered."""
+    counters = {key: int(reported.get(key, 0)) for key in NOTHING}
+    if checkpoint is None or counters["mlflow_pending"] == 0:
+        return counters
+    done = client.get_run(run_id).data.tags.get(DELIVERED)
+    if done and json.loads(done)["checkpoint"] == checkpoint.path:
+        return json.loads(done)["counters"]
+    with checkpoint.as_directory() as folder:
+        box = Outbox.load(Path(folder), client, run_id)
+    try:
+        box.flush()
+    finally:
+        box.close()
+    counters = box.counters()
+    if not box.pending:
+        note = json.dumps({"checkpoint": checkpoint.path, "counters": counters})
+        client.set_tag(run_id, DELIVERED, note)
+    return counters

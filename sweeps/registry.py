@@ -29,8 +29,9 @@ import mlflow
 import numpy as np
 import torch
 import yaml
+from mlflow.entities import LoggedModelOutput, LoggedModelStatus
 from mlflow.exceptions import MlflowException
-from mlflow.models import ModelSignature
+from mlflow.models import Model, ModelSignature
 from mlflow.tracking import MlflowClient
 from mlflow.types import ParamSchema, ParamSpec, Schema, TensorSpec
 
@@ -80,7 +81,7 @@ def log_and_register(
 ) -> Registered:
     """Log the checkpoint as a pyfunc model under `run_id`, register it as a new version of
     `name` (or find the one this sweep, tags["sweep_run_id"], registered already), and give it
-    the champion or challenger alias."""
+    the champion or challenger alias. The run stays as it was: only its owner ends it."""
     client = MlflowClient(tracking_uri)
     _ensure_registered_model(client, name)
     earlier = client.search_model_versions(
@@ -88,29 +89,52 @@ def log_and_register(
     )
     if earlier:
         return _settle_aliases(client, name, str(earlier[0].version))
-    ckpt = read_checkpoint(checkpoint)
-    with tempfile.TemporaryDirectory() as folder:
-        staged = Path(folder) / CHECKPOINT_NAME
-        shutil.copyfile(checkpoint, staged)
-        config_file = Path(folder) / "config.yaml"
-        config_file.write_text(yaml.safe_dump(ckpt.config.to_dict(), sort_keys=False))
-        with using_tracking_uri(tracking_uri), mlflow.start_run(run_id=run_id, nested=True):
-            info = mlflow.pyfunc.log_model(
-                name="model",
-                python_model=str(SERVING_CODE),
-                artifacts={"checkpoint": str(staged), "config": str(config_file)},
-                signature=signature_for(ckpt.config.channels, ckpt.config.image_size),
-                input_example=np.zeros(
-                    (1, ckpt.config.channels, ckpt.config.image_size, ckpt.config.image_size),
-                    dtype=np.uint8,
-                ),
-                pip_requirements=["vae-sweep"],
-            )
+    model_id = _log_model(client, run_id, checkpoint)
     with using_tracking_uri(tracking_uri):  # the SQL registry looks the logged model up
         version = client.create_model_version(  # through the global tracking URI
-            name, info.model_uri, run_id=run_id, tags=tags, model_id=info.model_id
+            name, f"models:/{model_id}", run_id=run_id, tags=tags, model_id=model_id
         )
     return _settle_aliases(client, name, str(version.version))
+
+
+def _log_model(client: MlflowClient, run_id: str, checkpoint: Path) -> str:
+    """The checkpoint (+ its config) as a pyfunc logged model of `run_id`; its id. Through the
+    client alone: MLflow's fluent log_model needs an active run, and leaving
+    `mlflow.start_run(run_id=...)` ends that run FINISHED, whatever its owner meant."""
+    config = read_checkpoint(checkpoint).config
+    run = client.get_run(run_id)
+    model = client.create_logged_model(
+        run.info.experiment_id, name="model", source_run_id=run_id, params=run.data.params
+    )
+    try:
+        with tempfile.TemporaryDirectory() as folder:
+            staged = Path(folder) / CHECKPOINT_NAME
+            shutil.copyfile(checkpoint, staged)
+            config_file = Path(folder) / "config.yaml"
+            config_file.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+            local = Path(folder) / "model"
+            shape = (config.channels, config.image_size, config.image_size)
+            mlflow.pyfunc.save_model(
+                str(local),
+                mlflow_model=Model(
+                    artifact_path=model.artifact_location,
+                    model_uuid=model.model_id,
+                    run_id=run_id,
+                    model_id=model.model_id,
+                ),
+                python_model=str(SERVING_CODE),
+                artifacts={"checkpoint": str(staged), "config": str(config_file)},
+                signature=signature_for(*shape[:2]),
+                input_example=np.zeros((1, *shape), dtype=np.uint8),
+                pip_requirements=["vae-sweep"],
+            )
+            client.log_model_artifacts(model.model_id, str(local))
+    except BaseException:
+        client.finalize_logged_model(model.model_id, LoggedModelStatus.FAILED)
+        raise
+    client.finalize_logged_model(model.model_id, LoggedModelStatus.READY)
+    client.log_outputs(run_id, [LoggedModelOutput(model.model_id, step=0)])
+    return model.model_id
 
 
 def _settle_aliases(client: MlflowClient, name: str, version: str) -> Registered:

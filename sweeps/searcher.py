@@ -4,7 +4,9 @@ Ray's OptunaSearch records a trial that the scheduler stopped early as COMPLETE 
 worse value, so TPE learns from truncated results as if they were final. Here a trial that
 ended before the sweep's epoch budget is told to Optuna as PRUNED: Optuna keeps its last
 reported value (TPE ranks pruned trials by it, below complete ones), and a trial that failed is
-FAIL, as before.
+FAIL, as before. The result that made ASHA stop a trial reaches the searcher only through
+on_trial_complete, not on_trial_result: it is reported here, so the pruned trial's value is its
+last epoch's, not the one before.
 """
 
 from __future__ import annotations
@@ -31,8 +33,9 @@ class PruningAwareOptunaSearch(OptunaSearch):
         if not stopped_early or trial_id in self._completed_trials:
             super().on_trial_complete(trial_id, result, error)
             return
-        # The last val_bpd was already reported as an intermediate value (on_trial_result).
-        self._ot_study.tell(self._ot_trials[trial_id], state=TrialState.PRUNED)
+        trial = self._ot_trials[trial_id]
+        trial.report(result[self._metric], result[TRAINING_ITERATION])  # the stopping result
+        self._ot_study.tell(trial, state=TrialState.PRUNED)
         self._completed_trials.add(trial_id)
 
 
@@ -48,3 +51,10 @@ def make_searcher(
         sampler=optuna.samplers.TPESampler(seed=seed),
         max_iterations=max_epochs,
     )
+
+
+def fail_unfinished(study_name: str, storage_url: str) -> None:
+    """Tell FAIL for trials a dead driver left RUNNING in the study (after --resume)."""
+    study = optuna.load_study(study_name=study_name, storage=storage_url)
+    for trial in study.get_trials(deepcopy=False, states=[TrialState.RUNNING]):
+        study.tell(trial.number, state=TrialState.FAIL)

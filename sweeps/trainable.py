@@ -24,7 +24,8 @@ import torch
 from ray import tune
 
 from sweeps import outbox
-from sweeps.tracking import DIVERGED, ERROR, TrialRun
+from sweeps.lifecycle import TrialRun
+from sweeps.tracking import DIVERGED, ERROR
 from vae_core import Config, DivergenceError, fit, load_splits, read_checkpoint
 from vae_core.checkpoint import CHECKPOINT_NAME
 from vae_core.trainer import TrainState
@@ -111,16 +112,9 @@ def train_trial(params: dict[str, Any], context: SweepContext) -> None:
             with timed(spent, "checkpoint"):
                 state.save(Path(folder) / CHECKPOINT_NAME)
                 run.outbox.save(Path(folder))  # what the server has not got yet travels along
-            tune.report(
-                {
-                    "epoch": state.epoch,
-                    **metrics,
-                    **run.outbox.counters(),
-                    **timings,
-                    "mlflow_run_id": run.run_id,
-                },  # fmt: skip
-                checkpoint=tune.Checkpoint.from_directory(folder),
-            )
+            report = {"epoch": state.epoch, **metrics, **run.outbox.counters(), **timings}
+            report["mlflow_run_id"] = run.run_id
+            tune.report(report, checkpoint=tune.Checkpoint.from_directory(folder))
 
     try:
         fit(config, data, on_epoch_end=on_epoch_end, resume_from=resume)

@@ -19,17 +19,22 @@ from record import record
 
 from sweeps import cli
 from sweeps.engine import main
+from sweeps.lifecycle import SweepRuns
 from sweeps.registry import log_and_register
+from sweeps.spec import parse_spec
 from vae_core import fit
 
 SHAPES = {"dataset": "shapes", "arch": "conv", "batch_size": 64}
 GOOD_SPACE = '{"latent_dim": tune.choice([4, 8])}'
+EMPTY_FOLDER = {"dataset": "image_folder", "data_root": "{empty}"}  # no image: fails if read
 DEFAULTS = {"num_samples": 2, "max_epochs": 1}
 
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    """An MLflow store with a run and a registered model `m` (version 1, champion)."""
+    """An MLflow store with a run and a registered model `m` (version 1, champion), and the
+    parent run of an image-folder sweep `old` (started with DEFAULTS and GOOD_SPACE, ended
+    before Tune saved anything)."""
     folder = tmp_path_factory.mktemp("store")
     uri = f"sqlite:///{folder / 'mlflow.db'}"
     client = MlflowClient(uri)
@@ -40,6 +45,13 @@ def store(tmp_path_factory):
     tags = {"dataset": "mnist", "image_size": "28", "test_bpd": "5.0", "sweep_run_id": run_id}
     log_and_register(uri, run_id, checkpoint, "m", tags)
     client.set_terminated(run_id)
+    flags = ["--name", "old", "--tracking-uri", uri, "--storage-path", str(folder / "ray")]
+    base = {**EMPTY_FOLDER, "data_root": str(folder)}
+    spec = parse_spec(eval(GOOD_SPACE, {"tune": tune}), base, flags, DEFAULTS)
+    old = SweepRuns(uri, spec.experiment, "old")
+    old.look_up(resume=False)
+    old.open({}, {}, spec.kept())
+    old.end("KILLED")
     return folder, uri
 
 
@@ -91,17 +103,32 @@ SWEEP_CASES = [
     ("missing data path", GOOD_SPACE, SHAPES, ["--data-path", "{empty}/shapes.arrow"], "data.data_path: {empty}/shapes.arrow: no such file"),  # noqa: E501
     ("storage not writable", GOOD_SPACE, SHAPES, ["--storage-path", "{file}/ray"], "--storage-path {file}/ray: cannot write there (Not a directory)"),  # noqa: E501
     ("bare tracking path", GOOD_SPACE, SHAPES, ["--tracking-uri", "{empty}"], "--tracking-uri '{empty}': expected sqlite:///PATH, postgresql://..., or http(s)://server"),  # noqa: E501
-    ("resume unknown", GOOD_SPACE, SHAPES, ["--resume", "--name", "never"], "--resume: no experiment 'vae-sweep/shapes' in sqlite:///"),  # noqa: E501
+    ("epochs in the space", '{"epochs": tune.choice([2, 4])}', SHAPES, [], "search space 'epochs': set by the sweep from --max-epochs"),  # noqa: E501
+    ("grid with TPE", '{"latent_dim": tune.grid_search([2, 4])}', SHAPES, [], "search space 'latent_dim': tune.grid_search is walked by --search random, not proposed by TPE; pass --search random"),  # noqa: E501
+    # The sweep's name and MLflow experiment are checked first: before the data (a bad one
+    # here), Ray or MLflow is touched.
+    ("name taken", GOOD_SPACE, EMPTY_FOLDER, ["--name", "old"], "--name old: a sweep of that name exists already; pass --resume to continue it"),  # noqa: E501
+    ("resume without name", GOOD_SPACE, EMPTY_FOLDER, ["--resume"], "--resume needs --name: the sweep to continue"),  # noqa: E501
+    ("resume unknown experiment", GOOD_SPACE, EMPTY_FOLDER, ["--resume", "--name", "old", "--experiment", "nowhere"], "--resume: no experiment 'nowhere' in sqlite:///"),  # noqa: E501
+    ("resume unknown name", GOOD_SPACE, EMPTY_FOLDER, ["--resume", "--name", "never"], "--resume: no MLflow run of a sweep named 'never' in this experiment"),  # noqa: E501
+    ("resume, epochs changed", GOOD_SPACE, EMPTY_FOLDER, ["--resume", "--name", "old", "--max-epochs", "9"], "--max-epochs: got 9, but sweep old was started with 1; a resumed sweep keeps it"),  # noqa: E501
+    ("resume, scheduler changed", GOOD_SPACE, EMPTY_FOLDER, ["--resume", "--name", "old", "--scheduler", "fifo"], "--scheduler: got 'fifo', but sweep old was started with 'asha'"),  # noqa: E501
+    ("resume, space changed", '{"latent_dim": tune.choice([4, 16])}', EMPTY_FOLDER, ["--resume", "--name", "old"], "search space 'latent_dim': choice([4, 16]), but sweep old was started with choice([4, 8])"),  # noqa: E501
+    ("resume, no saved state", GOOD_SPACE, EMPTY_FOLDER, ["--resume", "--name", "old", "--storage-path", "{empty}"], "--resume: no sweep 'old' to continue in {empty}"),  # noqa: E501
 ]  # fmt: skip
+EARLY = {c[0] for c in SWEEP_CASES if c[2] is EMPTY_FOLDER} | {
+    "epochs in the space",
+    "grid with TPE",
+}  # noqa: E501
 
 
 @pytest.mark.parametrize(
-    ("space", "base", "flags", "message"),
-    [case[1:] for case in SWEEP_CASES],
+    ("case", "space", "base", "flags", "message"),
+    SWEEP_CASES,
     ids=[case[0] for case in SWEEP_CASES],
 )
 def test_a_sweep_refuses_bad_input_before_any_trial(
-    store, tmp_path, request, monkeypatch, capsys, space, base, flags, message
+    store, tmp_path, request, monkeypatch, capsys, case, space, base, flags, message
 ):
     _, uri = store
     paths = folders(tmp_path)
@@ -128,11 +155,14 @@ def test_a_sweep_refuses_bad_input_before_any_trial(
                 DEFAULTS,
                 ["--tracking-uri", uri, *flags],
             )
+        ray_started = ray.is_initialized()
     finally:
         ray.shutdown()  # the cases that get as far as starting Ray
     stderr = capsys.readouterr().err
     assert exited.value.code == 2, stderr[-3000:]
     assert fill(message) in stderr
+    if case in EARLY:
+        assert not ray_started and "preparing" not in stderr  # no data read, no Ray
     assert snapshot(uri) == before  # nothing created, ended or moved in the store
     assert not list((tmp_path / "ray").glob("*/train_trial_*"))  # no trial started
     record(

@@ -14,7 +14,7 @@ from vae_core.trainer import fit
 @pytest.fixture
 def trained(tmp_path):
     config = tiny_config(
-        arch="conv_bn", image_size=32, channels=[4, 8, 8], likelihood="gaussian_learned", epochs=1
+        arch="conv_bn", image_size=32, widths=[4, 8, 8], likelihood="gaussian_learned", epochs=1
     )
     data = make_splits(size=32)
     state = fit(config, data)
@@ -78,3 +78,20 @@ def test_extra_strings_survive(trained, tmp_path):
     state.extra["mlflow_run_id"] = "abc123"
     save_checkpoint(tmp_path / "c.safetensors", state.checkpoint())
     assert read_checkpoint(tmp_path / "c.safetensors").extra == {"mlflow_run_id": "abc123"}
+
+
+def test_a_checkpoint_saved_before_widths_was_renamed_still_loads(trained, tmp_path):
+    """0.1.0 called the conv widths `model.channels`; its checkpoints load as they were."""
+    from safetensors.torch import load_file, save_file
+
+    state, path, data = trained
+    header = json.loads(path.read_bytes()[8 : 8 + struct.unpack("<Q", path.read_bytes()[:8])[0]])
+    meta = header["__metadata__"]
+    config = json.loads(meta["config"])
+    config["model"]["channels"] = config["model"].pop("widths")
+    old = tmp_path / "old.safetensors"
+    save_file(load_file(path), old, metadata={**meta, "config": json.dumps(config)})
+    assert read_checkpoint(old).config.model.widths == (4, 8, 8)
+    before, after = load_model(path), load_model(old)
+    x = before.coding.encode(data.val.images[:4], dequantize=False)
+    assert torch.equal(after.reconstruct(x), before.reconstruct(x))

@@ -106,9 +106,9 @@ def test_a_lost_worker_node_s_trial_finishes_on_the_other_from_its_checkpoint(cl
         "worker node lost mid-sweep",
         test="tests/test_cluster.py::test_a_lost_worker_node_s_trial_finishes_on_the_other_from_its_checkpoint",
         trials=2,
-        trials_lost=0,
+        trials_lost=sum(r.info.status != "FINISHED" for r in runs),
         duplicate_runs=len(runs) - 2,
-        left_running=0,
+        left_running=sum(r.info.status == "RUNNING" for r in runs),
         points_missing=8 - len(steps),
         seconds_to_recover=round(
             min(m.timestamp / 1000 for m in history if m.timestamp / 1000 > removed_at)

@@ -52,9 +52,10 @@ def test_flat_and_nested_dicts_build_the_same_config():
 
 
 def test_to_dict_round_trips_and_flat_names_sections():
-    config = Config.from_dict({"arch": "conv_bn", "image_size": 64, "channels": [8, 16, 32, 64]})
+    config = Config.from_dict({"arch": "conv_bn", "image_size": 64, "widths": [8, 16, 32, 64]})
     assert Config.from_dict(config.to_dict()) == config
-    assert config.flat()["model.channels"] == [8, 16, 32, 64]
+    assert config.flat()["model.widths"] == [8, 16, 32, 64]
+    assert config.channels == 1  # MNIST's image channels; the conv widths are `widths`
     assert config.replace(latent_dim=3).model.latent_dim == 3
 
 

@@ -23,7 +23,7 @@ CASES = [
 @pytest.mark.parametrize(("arch", "size"), CASES)
 def test_shapes_for_every_architecture_and_size(arch, size, channels, monkeypatch):
     monkeypatch.setitem(config_module.DATASETS, "mnist", (channels, 28))  # until RGB datasets
-    config = tiny_config(arch=arch, image_size=size, latent_dim=5, channels=None, hidden_dims=[32])
+    config = tiny_config(arch=arch, image_size=size, latent_dim=5, widths=None, hidden_dims=[32])
     model = build_model(config)
     x = torch.rand(3, channels, size, size)
     posterior, z, px_z = model(x)

@@ -83,3 +83,19 @@ def test_the_registered_model_is_created_once_whoever_comes_second(store):
     _ensure_registered_model(client, "m")
     _ensure_registered_model(client, "m")  # the other sweep, a moment later
     assert [m.name for m in client.search_registered_models()] == ["m"]
+
+
+def test_registering_leaves_the_sweep_run_as_it_was(store, checkpoint):
+    """The sweep's parent run is still RUNNING after registration (plots, tags and the
+    summary come after it): only its owner ends it, once, with the sweep's true status."""
+    uri, client, experiment = store
+    run_id = client.create_run(experiment).info.run_id
+    registered = log_and_register(uri, run_id, checkpoint, "m", tags(run_id, 5.0))
+    assert client.get_run(run_id).info.status == "RUNNING"
+    version = client.get_model_version("m", registered.version)
+    model_id = version.source.removeprefix("models:/")
+    logged = client.get_logged_model(model_id)
+    assert (logged.source_run_id, str(logged.status)) == (run_id, "READY")
+    assert logged.experiment_id == experiment
+    outputs = client.get_run(run_id).outputs.model_outputs
+    assert [o.model_id for o in outputs] == [model_id]

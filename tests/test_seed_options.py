@@ -72,12 +72,10 @@ def test_keras_conv_transposed_layers_are_the_adjoint_of_the_same_padded_convolu
     assert torch.allclose(forward, adjoint)
 
 
-@pytest.mark.parametrize(
-    ("size", "channels"), [(30, None), (28, [16, 32, 64]), (20, [8, 8, 8, 8])]
-)
-def test_keras_conv_refuses_sizes_its_strides_cannot_halve_by_name(size, channels):
+@pytest.mark.parametrize(("size", "widths"), [(30, None), (28, [16, 32, 64]), (20, [8, 8, 8, 8])])
+def test_keras_conv_refuses_sizes_its_strides_cannot_halve_by_name(size, widths):
     with pytest.raises(ConfigError, match=rf"data.image_size: got {size}; the keras_conv arch"):
-        keras_config(image_size=size, channels=channels)
+        keras_config(image_size=size, widths=widths)
 
 
 def _layers(model):

@@ -1,11 +1,13 @@
 """A real sweep on the built-in shapes: local Ray, Optuna + ASHA, MLflow on SQLite, the
 registry, and the model pulled back by name. The script runs from a copy elsewhere, as
-`ray submit` runs it."""
+`ray submit` runs it. One sweep serves every check that only reads its results."""
 
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -16,26 +18,21 @@ from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 from ray import tune
 
-from sweeps.engine import check_space
+from sweeps import cli
+from sweeps.lifecycle import Stops, SweepRuns, end_trial_run, epochs_spent
 from sweeps.registry import ModelNotFoundError, load_model, parse_ref, using_tracking_uri
 from sweeps.searcher import PruningAwareOptunaSearch
+from sweeps.space import check_space
 from vae_core import Config, ConfigError
 
 EPOCHS = 3
+SAMPLES = 4
 
 
-def sweep(job, *flags):
+def sweep(job, *flags, script="shapes.py"):
     return subprocess.run(
-        [
-            sys.executable,
-            str(job / "shapes.py"),
-            "--smoke-test",
-            "--max-epochs",
-            str(EPOCHS),
-            "--storage-path",
-            str(job / "ray"),
-            *flags,
-        ],
+        [sys.executable, str(job / script), "--smoke-test", "--max-epochs", str(EPOCHS)]
+        + ["--storage-path", str(job / "ray"), *flags],
         cwd=job,
         capture_output=True,
         text=True,
@@ -43,11 +40,21 @@ def sweep(job, *flags):
     )
 
 
+def outboxes() -> set[Path]:
+    return set(Path(tempfile.gettempdir()).glob("outbox-*"))
+
+
 @pytest.fixture(scope="module")
 def done(tmp_path_factory):
+    """4 trials, one at a time (so ASHA's decisions at epoch 2 do not depend on timing) with
+    seed 0, whose trials ASHA does stop: the checks on pruned trials are never vacuous."""
     job = tmp_path_factory.mktemp("job")
     shutil.copy(REPO / "sweeps" / "shapes.py", job / "shapes.py")  # only the file travels
-    first = sweep(job, "--num-samples", "4", "--name", "first", "--seed", "0")
+    before = outboxes()
+    first = sweep(
+        job, *("--num-samples", str(SAMPLES), "--max-concurrent", "1", "--name", "first")
+    )
+    first.leaked = outboxes() - before
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     uri = f"sqlite:///{job / 'mlflow.db'}"
     return job, uri, first
@@ -59,16 +66,25 @@ def runs(uri):
     return client, client.search_runs([experiment.experiment_id], max_results=100)
 
 
+def trial_runs(uri, sweep_name="first"):
+    client, found = runs(uri)
+    parent = next(r for r in found if r.data.tags.get("vae_sweep.sweep_name") == sweep_name)
+    return [r for r in found if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+
+
 def test_one_parent_run_and_one_nested_child_per_trial(done):
-    job, uri, _ = done
+    job, uri, first = done
     client, found = runs(uri)
     parents = [r for r in found if r.data.tags.get("vae_sweep.role") == "sweep"]
     children = [r for r in found if r.data.tags.get("vae_sweep.role") == "trial"]
-    assert len(parents) == 1 and len(children) == 4
+    assert len(parents) == 1 and len(children) == SAMPLES
     parent = parents[0]
     assert parent.info.status == "FINISHED" and parent.info.run_name == "first"
     assert {"git_sha", "version.ray", "version.optuna", "version.mlflow"} <= set(parent.data.tags)
-    assert "space.latent_dim" in parent.data.params and "base.data.dataset" in parent.data.params
+    assert parent.data.params["space.kl_weight"] == "loguniform(0.25, 4)"  # readable
+    assert parent.data.params["space.latent_dim"] == "choice([4, 8, 16, 32])"
+    assert parent.data.params["base.data.dataset"] == "shapes"
+    assert parent.data.tags["vae_sweep.command"].startswith("shapes.py --smoke-test")
     assert {"test_bpd", "test_iwae_nll", "val_bpd"} <= set(parent.data.metrics)
     sweep_files = {a.path for a in client.list_artifacts(parent.info.run_id, "sweep")}
     assert {
@@ -76,6 +92,8 @@ def test_one_parent_run_and_one_nested_child_per_trial(done):
         "sweep/rate_distortion.html",
         "sweep/optimization_history.png",
     } <= sweep_files
+    killed = [c for c in children if c.info.status == "KILLED"]
+    assert killed, "ASHA stopped no trial of this seed: the checks below would be vacuous"
     for child in children:
         tags = child.data.tags
         assert tags["mlflow.parentRunId"] == parent.info.run_id
@@ -86,9 +104,8 @@ def test_one_parent_run_and_one_nested_child_per_trial(done):
         history = client.get_metric_history(child.info.run_id, "val_bpd")
         assert [m.step for m in history] == list(range(1, len(history) + 1))
         if child.info.status == "KILLED":
-            assert (
-                len(history) < EPOCHS and "stopped early by ASHA" in tags["vae_sweep.stop_reason"]
-            )
+            assert len(history) == 2  # ASHA's one rung, at the grace period
+            assert tags["vae_sweep.stop_reason"] == "stopped early by ASHA after epoch 2"
         else:
             assert len(history) == EPOCHS
             images = {
@@ -98,27 +115,25 @@ def test_one_parent_run_and_one_nested_child_per_trial(done):
             assert f"images/epoch_{EPOCHS:03d}/reconstructions.png" in images
 
 
+def test_no_outbox_folder_is_left_behind(done):
+    assert done[2].leaked == set()  # nothing waited for the server: no spool was even made
+
+
 def test_optuna_is_told_which_trials_were_pruned(done):
     job, uri, _ = done
     storage = f"sqlite:///{job / 'ray' / 'first' / 'optuna.db'}"
     study = optuna.load_study(study_name="first", storage=storage)
-    _, found = runs(uri)
-    children = {
-        r.data.tags["ray.trial_id"]: r
-        for r in found
-        if r.data.tags.get("vae_sweep.role") == "trial"
-    }
-    states = sorted(t.state for t in study.trials)
-    killed = sum(r.info.status == "KILLED" for r in children.values())
-    assert len(study.trials) == 4
+    killed = sum(r.info.status == "KILLED" for r in trial_runs(uri))
+    states = [t.state for t in study.trials]
+    assert len(study.trials) == SAMPLES and killed > 0
     assert states.count(TrialState.PRUNED) == killed
-    assert states.count(TrialState.COMPLETE) == 4 - killed
+    assert states.count(TrialState.COMPLETE) == SAMPLES - killed
     for trial in study.trials:
         if trial.state == TrialState.PRUNED:
-            assert trial.intermediate_values and max(trial.intermediate_values) < EPOCHS
+            assert sorted(trial.intermediate_values) == [1, 2]
 
 
-def test_best_model_is_registered_and_pulled_back_by_name(done, tmp_path):
+def test_best_model_is_registered_and_pulled_back_by_name(done, tmp_path, capsys):
     job, uri, first = done
     env_before = os.environ.get("MLFLOW_TRACKING_URI")
     client = MlflowClient(uri)
@@ -140,62 +155,96 @@ def test_best_model_is_registered_and_pulled_back_by_name(done, tmp_path):
     recon = served.predict(images, params={"output": "reconstruction"})
     assert recon.shape == (2, 3 * 64 * 64)
 
-    cli = shutil.which("vae-sweep")
-    out = subprocess.run(
-        [
-            cli,
-            "--tracking-uri",
-            uri,
-            "sample",
-            "shapes-vae",
-            "-n",
-            "4",
-            "--out",
-            str(tmp_path / "s.png"),
-        ],
-        capture_output=True,
-        text=True,
+    cli.main(
+        ["--tracking-uri", uri, "sample", "shapes-vae", "-n", "4", "--out", f"{tmp_path}/s.png"]
     )
-    assert out.returncode == 0 and (tmp_path / "s.png").is_file(), out.stderr
-    pulled = subprocess.run(
-        [cli, "--tracking-uri", uri, "pull", "shapes-vae@champion", "--out", str(tmp_path / "m")],
-        capture_output=True,
-        text=True,
-    )
-    assert pulled.returncode == 0 and (tmp_path / "m" / "checkpoint.safetensors").is_file()
-    missing = subprocess.run(
-        [
-            cli,
-            "--tracking-uri",
-            uri,
-            "sample",
-            "shapes-vae@best",
-            "--out",
-            str(tmp_path / "x.png"),
-        ],
-        capture_output=True,
-        text=True,
-    )
-    assert missing.returncode == 2
-    assert "shapes-vae has no alias 'best': versions 1; aliases champion->1" in missing.stderr
+    assert (tmp_path / "s.png").is_file()
+    cli.main(["--tracking-uri", uri, "pull", "shapes-vae@champion", "--out", f"{tmp_path}/m"])
+    assert (tmp_path / "m" / "checkpoint.safetensors").is_file()
+    with pytest.raises(SystemExit) as exited:
+        cli.main(
+            ["--tracking-uri", uri, "sample", "shapes-vae@best", "--out", f"{tmp_path}/x.png"]
+        )
+    assert exited.value.code == 2
+    message = capsys.readouterr().err
+    assert "shapes-vae has no alias 'best': versions 1; aliases champion->1" in message
     with pytest.raises(
         ModelNotFoundError, match="no registered model 'celeba-vae'; registered models: shapes-vae"
     ):
         load_model("celeba-vae", tracking_uri=uri)
 
 
-def test_a_second_sweep_gets_a_new_version_champion_only_if_better(done):
+WORSE = """
+from ray import tune
+from sweeps.engine import main
+from shapes import BASE_CONFIG
+
+# 1e-7: one epoch of Adam leaves the decoder where it started, far worse than any real trial.
+main({"lr": tune.choice([1e-7]), "latent_dim": 4}, BASE_CONFIG)
+"""
+
+
+def test_a_worse_second_sweep_gets_a_new_version_and_the_champion_stays(done):
     job, uri, _ = done
-    second = sweep(job, "--num-samples", "2", "--name", "second", "--seed", "1")
+    (job / "worse.py").write_text(WORSE)
+    second = sweep(
+        job,
+        *("--num-samples", "1", "--max-epochs", "1", "--name", "second"),
+        *("--search", "random", "--scheduler", "fifo"),
+        script="worse.py",
+    )
     assert second.returncode == 0, second.stderr[-3000:]
     client = MlflowClient(uri)
     v1, v2 = (client.get_model_version("shapes-vae", v) for v in ("1", "2"))
+    assert float(v2.tags["test_bpd"]) > float(v1.tags["test_bpd"])
     aliases = client.get_registered_model("shapes-vae").aliases
-    if float(v2.tags["test_bpd"]) < float(v1.tags["test_bpd"]):
-        assert aliases == {"champion": "2"} or dict(aliases) == {"champion": 2}
-    else:
-        assert {k: str(v) for k, v in aliases.items()} == {"champion": "1", "challenger": "2"}
-    assert len(runs(uri)[1]) == 5 + 3  # two sweeps, separate parent runs
+    assert {k: str(v) for k, v in aliases.items()} == {"champion": "1", "challenger": "2"}
+    assert "registered   shapes-vae version 2 as @challenger (champion stays version 1)" in (
+        second.stdout
+    )
+    assert len(runs(uri)[1]) == SAMPLES + 1 + 2  # two sweeps, separate parent runs
+
+
+def test_settling_a_trial_that_left_nothing_pending_opens_no_checkpoint(done, tmp_path):
+    """An ended trial whose last report said nothing waits for the server: its run is ended
+    without opening its checkpoint (with s3:// storage, a download per trial)."""
+    job, uri, _ = done
+    shutil.copytree(job / "ray" / "first", tmp_path / "first")
+    for checkpoint in (tmp_path / "first").glob("*/checkpoint_*"):
+        shutil.rmtree(checkpoint)  # opening one now would fail
+    trials = tune.ExperimentAnalysis(str(tmp_path / "first")).trials
+    assert len(trials) == SAMPLES and all(t.checkpoint is not None for t in trials)
+    client = MlflowClient(uri)
+    for trial in trials:
+        assert trial.last_result["mlflow_pending"] == 0
+        counters = end_trial_run(client, trial, "KILLED", {})
+        assert counters == {"mlflow_pending": 0, "mlflow_late": 0, "mlflow_dropped": 0}
+    logged = [client.get_metric_history(r.info.run_id, "val_bpd") for r in trial_runs(uri)]
+    assert epochs_spent(trials) == sum(map(len, logged))
+
+
+def test_a_trial_s_stop_reason_names_what_stopped_it(done):
+    """ASHA, the epoch budget, the time budget, or the sweep's end (FIFO), told apart for a
+    trial of the shared sweep that ended after epoch 2."""
+    job, _, _ = done
+    trials = tune.ExperimentAnalysis(str(job / "ray" / "first")).trials
+    stopped = next(t for t in trials if t.last_result["epoch"] < EPOCHS)
+
+    def reason(stops: Stops, spent: int = 0, seconds: float = 0.0) -> str:
+        status, tags = stops.outcome(stopped, spent, seconds)
+        assert status == "KILLED"
+        return tags["vae_sweep.stop_reason"]
+
+    assert reason(Stops(EPOCHS, "asha")) == "stopped early by ASHA after epoch 2"
+    assert reason(Stops(EPOCHS, "asha", epoch_budget=5), spent=5) == (
+        "stopped after epoch 2: the sweep's epoch budget (5) was spent"
+    )
+    assert reason(Stops(EPOCHS, "fifo", time_budget=30.0), seconds=31.0) == (
+        "stopped after epoch 2: the sweep's time budget (30 s) ran out"
+    )
+    assert reason(Stops(EPOCHS, "fifo")) == "stopped after epoch 2: the sweep ended"
+    finished = next(t for t in trials if t.last_result["epoch"] == EPOCHS)
+    assert Stops(EPOCHS, "asha", 1, 1.0).outcome(finished, 99, 99.0) == ("FINISHED", {})
 
 
 def test_searcher_tells_pruned_complete_and_failed_trials_apart(tmp_path):
@@ -210,14 +259,16 @@ def test_searcher_tells_pruned_complete_and_failed_trials_apart(tmp_path):
     searcher.set_search_properties("val_bpd", "min", {"x": tune.uniform(0, 1)})
     for trial_id in ("stopped", "full", "broken"):
         assert "x" in searcher.suggest(trial_id)
-    searcher.on_trial_result("stopped", {"val_bpd": 5.0, "training_iteration": 1})
-    searcher.on_trial_complete("stopped", {"val_bpd": 5.0, "training_iteration": 1})
+    # As Tune calls it: the result that makes ASHA stop a trial comes only with its completion.
+    searcher.on_trial_result("stopped", {"val_bpd": 6.0, "training_iteration": 1})
+    searcher.on_trial_complete("stopped", {"val_bpd": 5.0, "training_iteration": 2})
     for step in (1, 2, 3):
         searcher.on_trial_result("full", {"val_bpd": 4.0 - step, "training_iteration": step})
     searcher.on_trial_complete("full", {"val_bpd": 1.0, "training_iteration": 3})
     searcher.on_trial_complete("broken", None, error=True)
     study = optuna.load_study(study_name="unit", storage=f"sqlite:///{tmp_path / 'o.db'}")
     states = {t.number: (t.state, t.value) for t in study.trials}
+    assert study.trials[0].intermediate_values == {1: 6.0, 2: 5.0}
     assert states == {
         0: (TrialState.PRUNED, 5.0),
         1: (TrialState.COMPLETE, 1.0),
@@ -244,13 +295,32 @@ def test_model_references():
     assert parse_ref("celeba-vae/3") == ("celeba-vae", "3")
 
 
-def test_a_taken_name_is_refused_before_any_trial(done):
-    job, _, _ = done
-    again = sweep(job, "--name", "first")
-    assert again.returncode == 2
-    assert "--name first: a sweep of that name exists already; pass --resume" in again.stderr
-    resumed = sweep(job, "--name", "nope", "--resume")
-    assert resumed.returncode == 2 and "no MLflow run of a sweep named 'nope'" in resumed.stderr
+def test_two_first_sweeps_create_their_experiment_once(tmp_path):
+    """Two sweeps starting together against a fresh store both find no experiment and both
+    create it: the one that comes second takes the other's."""
+    import threading
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    MlflowClient(uri).search_experiments()  # the store's tables, made once
+    found, errors = [], []
+    barrier = threading.Barrier(6)
+
+    def start(n: int) -> None:
+        runs = SweepRuns(uri, "vae-sweep/race", f"sweep-{n}")
+        try:
+            runs.look_up(resume=False)
+            barrier.wait()
+            runs.open({}, {}, {})
+            found.append(runs.experiment_id)
+        except Exception as err:  # noqa: BLE001 - reported below, by type and message
+            errors.append(f"{type(err).__name__}: {err}")
+
+    threads = [threading.Thread(target=start, args=(n,)) for n in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == [] and len(found) == 6 and len(set(found)) == 1
 
 
 def test_random_search_walks_a_grid_without_early_stopping(tmp_path):
@@ -275,27 +345,3 @@ def test_random_search_walks_a_grid_without_early_stopping(tmp_path):
     assert sorted(int(r.data.params["model.latent_dim"]) for r in trials) == [2, 4, 8]
     assert all(r.info.status == "FINISHED" for r in trials)  # FIFO: none stopped early
     assert not (tmp_path / "ray" / "grid" / "optuna.db").exists()
-    refused = subprocess.run(
-        [sys.executable, "grid.py", "--smoke-test", "--storage-path", str(tmp_path / "ray")],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert refused.returncode == 2 and "pass --search random" in refused.stderr
-
-
-def test_an_epoch_budget_stops_the_sweep_once_spent(tmp_path):
-    """--epoch-budget: TPE + ASHA propose trials until the trials have trained that many epochs
-    in all; the sweep then ends normally (not 'interrupted'), every run ended."""
-    shutil.copy(REPO / "sweeps" / "shapes.py", tmp_path / "shapes.py")
-    result = sweep(tmp_path, "--num-samples", "20", "--epoch-budget", "5", "--name", "budget")
-    assert result.returncode == 0, result.stderr[-3000:]
-    client, found = runs(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    trials = [r for r in found if r.data.tags.get("vae_sweep.role") == "trial"]
-    epochs = sum(len(client.get_metric_history(r.info.run_id, "val_bpd")) for r in trials)
-    assert 5 <= epochs <= 6 and len(trials) < 20  # one more report may be in flight
-    assert all(r.info.status in ("FINISHED", "KILLED") for r in found)
-    reasons = {r.data.tags.get("vae_sweep.stop_reason", "") for r in trials}
-    assert all(r == "" or "ASHA" in r or "budget" in r or "first epoch" in r for r in reasons)
-    assert "registered   shapes-vae version 1" in result.stdout

@@ -83,6 +83,22 @@ def duplicates(runs) -> int:
     return len(ids) - len(set(ids))
 
 
+def trials_lost(job, name: str, runs) -> int:
+    """Tune's trials of sweep `name` that have no MLflow run, or whose run misses one of the
+    epochs the trial reported, or left RUNNING: counted from the two stores."""
+    client = MlflowClient(f"sqlite:///{job / 'mlflow.db'}")
+    by_id = {r.data.tags["ray.trial_id"]: r for r in runs}
+    lost = 0
+    for trial in tune.ExperimentAnalysis(str(job / "ray" / name)).trials:
+        run = by_id.get(trial.trial_id)
+        if run is None or run.info.status == "RUNNING":
+            lost += 1
+            continue
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_bpd")]
+        lost += sorted(steps) != list(range(1, int(trial.last_result.get("epoch", 0)) + 1))
+    return lost
+
+
 def job_dir(tmp_path):
     shutil.copy(REPO / "sweeps" / "shapes.py", tmp_path / "shapes.py")
     return tmp_path
@@ -111,21 +127,26 @@ def test_a_killed_trial_worker_is_restored_into_its_own_run(tmp_path):
     client = MlflowClient(f"sqlite:///{job / 'mlflow.db'}")
     steps = {m.step for m in client.get_metric_history(run.info.run_id, "val_bpd")}
     assert steps == set(range(1, 9))
+    lost = trials_lost(job, "kill", runs)
+    assert lost == 0
     record(
         "trial worker killed (SIGKILL)",
         test="tests/test_sweep_faults.py::test_a_killed_trial_worker_is_restored_into_its_own_run",
         trials=1,
-        trials_lost=0,
+        trials_lost=lost,
         duplicate_runs=len(runs) - 1,
-        left_running=0,
+        left_running=sum(r.info.status == "RUNNING" for r in runs),
         points_missing=8 - len(steps),
         seconds_to_recover=first_point_after(client, runs, killed_at),
     )
 
 
 def test_an_interrupted_sweep_resumes_without_duplicates(tmp_path):
+    """Ctrl+C, then --resume with the name alone: the flags the sweep started with are kept,
+    and its epoch budget counts what the trials had trained before the interruption."""
     job = job_dir(tmp_path)
-    flags = ("--num-samples", "3", "--max-epochs", "4", "--max-concurrent", "1", "--name", "cut")
+    flags = ("--num-samples", "3", "--max-epochs", "4", "--max-concurrent", "1")
+    flags += ("--scheduler", "fifo", "--epoch-budget", str(BUDGET), "--name", "cut")
     sweep = start(job, *flags)
     second = job / "ray" / "cut"
     wait_for(
@@ -138,15 +159,25 @@ def test_an_interrupted_sweep_resumes_without_duplicates(tmp_path):
     assert sweep.returncode == 130, err[-3000:]
     assert "interrupted with" in err and "--resume --name cut" in err
     assert all(r.info.status != "RUNNING" for r in trial_runs(job))
+    client = MlflowClient(f"sqlite:///{job / 'mlflow.db'}")
+    before = sum(len(client.get_metric_history(r.info.run_id, "val_bpd")) for r in trial_runs(job))
+    assert 0 < before < BUDGET
 
     resumed_at = time.time()
-    resumed = start(job, *flags, "--resume")
+    resumed = start(job, "--resume", "--name", "cut")  # the rest as the sweep was started
     out, err = resumed.communicate(timeout=600)
     assert resumed.returncode == 0, err[-3000:]
     runs = trial_runs(job)
-    assert len(runs) == 3 and duplicates(runs) == 0
-    assert all(r.info.status in ("FINISHED", "KILLED") for r in runs)
-    client = MlflowClient(f"sqlite:///{job / 'mlflow.db'}")
+    assert duplicates(runs) == 0 and all(r.info.status in ("FINISHED", "KILLED") for r in runs)
+    epochs = {
+        r.info.run_id: len(client.get_metric_history(r.info.run_id, "val_bpd")) for r in runs
+    }
+    assert sum(epochs.values()) == BUDGET  # one trial at a time: the budget is exact
+    cut = [r for r in runs if r.info.status == "KILLED"]
+    assert [r.data.tags["vae_sweep.stop_reason"] for r in cut] == [
+        f"stopped after epoch {epochs[cut[0].info.run_id]}: the sweep's epoch budget "
+        f"({BUDGET}) was spent"
+    ]
     parents = [
         r for r in client.search_runs(["1"]) if r.data.tags.get("vae_sweep.role") == "sweep"
     ]
@@ -154,18 +185,23 @@ def test_an_interrupted_sweep_resumes_without_duplicates(tmp_path):
     study = optuna.load_study(
         study_name="cut", storage=f"sqlite:///{job / 'ray' / 'cut' / 'optuna.db'}"
     )
-    assert len(study.trials) == 3
+    assert len(study.trials) == len(runs)
     assert "registered   shapes-vae version 1" in out
+    lost = trials_lost(job, "cut", runs)
+    assert lost == 0
     record(
         "driver interrupted (Ctrl+C), then --resume",
         test="tests/test_sweep_faults.py::test_an_interrupted_sweep_resumes_without_duplicates",
-        trials=3,
-        trials_lost=0,
-        duplicate_runs=0,
-        left_running=0,
+        trials=len(runs),
+        trials_lost=lost,
+        duplicate_runs=duplicates(runs),
+        left_running=sum(r.info.status == "RUNNING" for r in runs),
         seconds_to_stop=round(stopped_s, 1),
         seconds_to_recover=first_point_after(client, runs, resumed_at),
     )
+
+
+BUDGET = 7  # epochs: more than the interrupted sweep has trained, less than its 3 x 4
 
 
 DIVERGING = """
@@ -190,11 +226,14 @@ def test_a_diverging_trial_fails_alone_and_is_not_retried(tmp_path):
     diverged = [r for r in runs if r.data.params["train.lr"] == "10000.0"]
     healthy = [r for r in runs if r.data.params["train.lr"] == "0.001"]
     assert len(runs) == 4 and diverged and healthy
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    retries_that_trained = 0
     for run in diverged:
         assert run.info.status == "FAILED"
         assert "training diverged at epoch 1" in run.data.tags["vae_sweep.diverged"]
         assert "not retried" in run.data.tags["vae_sweep.error"]  # the retry did not train
-    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+        retries_that_trained += len(client.get_metric_history(run.info.run_id, "train_loss"))
+    assert retries_that_trained == 0
     for run in healthy:
         steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_bpd")]
         assert run.info.status == "FINISHED" and steps == [1, 2]
@@ -208,15 +247,17 @@ def test_a_diverging_trial_fails_alone_and_is_not_retried(tmp_path):
     states = sorted(t.state.name for t in study.trials)
     assert states == sorted(["FAIL"] * len(diverged) + ["COMPLETE"] * len(healthy))
     assert "registered   shapes-vae version 1" in out
+    lost = trials_lost(tmp_path, "nan", runs)
+    assert lost == 0
     record(
         "diverging trials (lr 1e4: NaN at step 2)",
         test="tests/test_sweep_faults.py::test_a_diverging_trial_fails_alone_and_is_not_retried",
         trials=len(runs),
         diverged=len(diverged),
-        trials_lost=0,  # every healthy trial finished (asserted above)
+        trials_lost=lost,
         duplicate_runs=duplicates(runs),
-        left_running=0,
-        retries_that_trained=0,  # each retry stopped at once: "not retried" (asserted above)
+        left_running=sum(r.info.status == "RUNNING" for r in runs),
+        retries_that_trained=retries_that_trained,
     )
 
 
@@ -250,6 +291,8 @@ def test_a_sweep_whose_driver_was_killed_resumes_without_duplicates(tmp_path):
     assert all(t.state.name != "RUNNING" for t in study.trials)
     versions = client.search_model_versions("name = 'shapes-vae'")
     assert len(versions) == 1 and "registered   shapes-vae version 1" in out
+    lost = trials_lost(job, "kill9", runs)
+    assert lost == 0
 
     again = start(job, *flags, "--resume")  # a resume of a finished sweep registers nothing new
     out, err = again.communicate(timeout=600)
@@ -258,10 +301,10 @@ def test_a_sweep_whose_driver_was_killed_resumes_without_duplicates(tmp_path):
     record(
         "driver killed (SIGKILL), then --resume twice",
         test="tests/test_sweep_faults.py::test_a_sweep_whose_driver_was_killed_resumes_without_duplicates",
-        trials=3,
-        trials_lost=0,
+        trials=len(runs),
+        trials_lost=lost,
         duplicate_runs=duplicates(runs),
-        left_running=0,
+        left_running=sum(r.info.status == "RUNNING" for r in runs),
         runs_running_after_the_kill=left,
         registered_versions=len(versions),
         seconds_to_recover=first_point_after(client, runs, resumed_at),

@@ -7,7 +7,8 @@ import sys
 import pytest
 from conftest import REPO
 
-from sweeps.engine import check_space
+from sweeps.space import check_space
+from sweeps.spec import build_parser, parse_spec
 from vae_core import Config
 
 SCRIPTS = ["shapes", "mnist", "fashion_mnist", "celeba"]
@@ -45,14 +46,21 @@ def test_help_names_the_flags(name, monkeypatch, capsys):
         "--smoke-test",
         "--time-budget",
         "--max-concurrent",
+        *(["--image-size"] if name == "celeba" else []),
     ):
         assert flag in out.out, flag
 
 
-def test_celeba_image_size_picks_the_base_model():
-    from sweeps.celeba import BASE_64, BASE_128, base_config
+def test_celeba_image_size_picks_the_base_model(tmp_path):
+    from sweeps import celeba
 
-    argv = ["--image-size", "128", "--num-samples", "4"]
-    assert base_config(argv) is BASE_128 and argv == ["--num-samples", "4"]
-    assert base_config([]) is BASE_64
-    assert Config.from_dict(BASE_128).model.arch == "conv_bn"
+    def spec(*flags):
+        parser = build_parser("", {}, celeba.add_flags)
+        argv = ["--data-root", str(tmp_path), "--tracking-uri", "sqlite:///x.db", *flags]
+        return parse_spec(celeba.SEARCH_SPACE, celeba.base_config, argv, parser=parser)
+
+    assert spec("--image-size=128").base.model.arch == "conv_bn"
+    assert spec("--image-size", "128").base.image_size == 128
+    assert spec().base.image_size == 64 and spec().base.model.arch == "conv"
+    with pytest.raises(SystemExit):
+        spec("--image-size", "50")  # argparse: invalid choice, exit 2

@@ -48,7 +48,7 @@ def test_same_seed_same_numbers_on_cpu(splits):
 
 @pytest.mark.parametrize("arch", ["mlp", "conv_bn"])
 def test_resumed_run_equals_an_unbroken_one(arch, tmp_path):
-    size = {"image_size": 32, "channels": [4, 8, 8]} if arch == "conv_bn" else {}
+    size = {"image_size": 32, "widths": [4, 8, 8]} if arch == "conv_bn" else {}
     config = tiny_config(arch=arch, epochs=3, likelihood="gaussian_learned", **size)
     data = make_splits(size=config.image_size)
     unbroken = fit(config, data)
@@ -109,7 +109,7 @@ def test_unlabelled_data_and_tiny_splits_train():
         *(Split(s.images[:9], None) for s in (splits.train, splits.val, splits.test))
     )
     state = fit(
-        tiny_config(arch="conv_bn", image_size=32, channels=[4, 8, 8], batch_size=4), unlabelled
+        tiny_config(arch="conv_bn", image_size=32, widths=[4, 8, 8], batch_size=4), unlabelled
     )
     assert state.step == 2 * 2  # 9 images in batches of 4: 4, 5 (a lone image is folded in)
 

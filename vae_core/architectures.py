@@ -29,8 +29,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-# Channel widths per stride-2 stage when the config leaves `channels` unset.
-DEFAULT_CHANNELS = {
+# Conv widths (output channels) per stride-2 stage when the config leaves `widths` unset.
+DEFAULT_WIDTHS = {
     "conv": (32, 32, 64, 64),
     "conv_bn": (32, 64, 128, 256, 512),
     "keras_conv": (32, 64),
@@ -73,11 +73,11 @@ def _stages(rule, size: int, widths: tuple[int, ...]) -> tuple[int, int]:
     return found
 
 
-def image_size_error(arch: str, size: int, channels: tuple[int, ...] | None) -> str | None:
+def image_size_error(arch: str, size: int, widths: tuple[int, ...] | None) -> str | None:
     """None if `arch` takes square images of `size` px, else what it does take."""
-    if arch == "mlp" or arch not in DEFAULT_CHANNELS:
+    if arch == "mlp" or arch not in DEFAULT_WIDTHS:
         return None
-    stages = len(channels or DEFAULT_CHANNELS[arch])
+    stages = len(widths or DEFAULT_WIDTHS[arch])
     if arch == "conv":
         if _conv_stages(size, stages) is None:
             sizes = sorted({s * 2**k for k in range(1, stages + 1) for s in range(4, 8)})
@@ -330,7 +330,7 @@ def build_networks(
     """The (encoder, decoder) pair of `arch` for square images of `size` px, initialised
     by `init` (one of INITS)."""
     encoder_cls, decoder_cls = ARCHITECTURES[arch]
-    shape = hidden_dims if arch == "mlp" else (widths or DEFAULT_CHANNELS[arch])
+    shape = hidden_dims if arch == "mlp" else (widths or DEFAULT_WIDTHS[arch])
     pair = (
         encoder_cls(channels, size, latent_dim, shape, activation),
         decoder_cls(channels, size, latent_dim, shape, activation),

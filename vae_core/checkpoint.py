@@ -99,7 +99,7 @@ def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
             state.setdefault(int(pid), {})[key] = value
         optimizer_state = {"state": state, "param_groups": groups}
     return Checkpoint(
-        config=Config.from_dict(json.loads(metadata["config"])),
+        config=Config.from_dict(_renamed(json.loads(metadata["config"]))),
         model_state=parts["model"],
         optimizer_state=optimizer_state,
         epoch=int(metadata["epoch"]),
@@ -116,3 +116,12 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> V
     model = build_model(ckpt.config)
     model.load_state_dict(ckpt.model_state)
     return model.to(device).eval()
+
+
+def _renamed(config: dict) -> dict:
+    """A config as saved before `model.channels` (conv widths) was renamed `model.widths`, so
+    that it no longer reads as the image channels: checkpoints of 0.1.0 load as they were."""
+    model = config.get("model", {})
+    if "channels" in model:
+        model["widths"] = model.pop("channels")
+    return config

@@ -65,7 +65,7 @@ class ModelConfig:
         "tanh | sigmoid (conv_bn always uses relu + batch norm)",
     )
     hidden_dims: tuple[int, ...] = _field((500, 500), "mlp hidden widths (784-500-500-z)")
-    channels: tuple[int, ...] | None = _field(
+    widths: tuple[int, ...] | None = _field(
         None,
         "conv / conv_bn / keras_conv widths per stride-2 stage; default 32 32 64 64 (conv), "
         "32 64 128 256 512 (conv_bn), 32 64 (keras_conv)",
@@ -263,7 +263,7 @@ RULES: dict[str, Rule] = {
     "model.mean_activation": _one_of(MEAN_ACTIVATIONS),
     "model.activation": _one_of(ACTIVATIONS),
     "model.hidden_dims": (_widths, "expected a non-empty list of integers >= 1"),
-    "model.channels": (_widths, "expected a non-empty list of integers >= 1, or null"),
+    "model.widths": (_widths, "expected a non-empty list of integers >= 1, or null"),
     "model.init": _one_of(INITS),
     "data.dataset": _one_of(DATASETS),
     "data.pixel_range": _one_of(PIXEL_RANGES),
@@ -313,6 +313,6 @@ def validate(config: Config) -> None:
             config.data.pixel_range,
             "the bernoulli likelihood models pixels in [0, 1]: use 'unit'",
         )
-    problem = image_size_error(config.model.arch, config.image_size, config.model.channels)
+    problem = image_size_error(config.model.arch, config.image_size, config.model.widths)
     if problem is not None:
         _fail("data.image_size", config.image_size, problem)

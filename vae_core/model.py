@@ -44,7 +44,7 @@ class VAE(nn.Module):
             m.latent_dim,
             m.activation,
             m.hidden_dims,
-            m.channels,
+            m.widths,
             m.init,
         )
         if m.likelihood != "bernoulli":

@@ -89,7 +89,7 @@ RESUME_INVARIANTS = (
     "model.likelihood",
     "model.activation",
     "model.hidden_dims",
-    "model.channels",
+    "model.widths",
     "data.dataset",
     "data.image_size",
     "data.pixel_range",

@@ -1,0 +1,142 @@
+"""The end of a sweep: the best trial (lowest val_bpd, on validation) evaluated on the test
+split, registered, the sweep's plots and numbers on its parent run, and the summary printed.
+"""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mlflow.entities import Metric, RunTag
+from mlflow.tracking import MlflowClient
+
+from sweeps.plots import log_sweep_plots
+from sweeps.registry import Registered, log_and_register
+from sweeps.spec import METRIC, SweepSpec
+from sweeps.trainable import REPORTED
+from vae_core import load_splits, read_checkpoint
+from vae_core.checkpoint import CHECKPOINT_NAME, load_model
+from vae_core.metrics import final_metrics
+
+
+@dataclass
+class Outcome:
+    name: str
+    best_params: dict[str, Any]
+    best_metrics: dict[str, float]
+    test_metrics: dict[str, float]
+    registered: Registered
+    parent_run_id: str
+    tracking_uri: str
+    logs: dict[str, int] = field(default_factory=dict)  # late / dropped / pending log calls
+
+
+def git_sha() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+        return out.stdout.strip() or "unknown"
+    except OSError:
+        return "unknown"
+
+
+def finish(
+    spec: SweepSpec, results, parent: str, study_db: str | None, logs: dict[str, int]
+) -> Outcome:
+    """Evaluate, register and draw the best trial of `results` (Tune's ResultGrid)."""
+    finished = [r for r in results if r.metrics and math.isfinite(r.metrics.get(METRIC, math.nan))]
+    if not finished:
+        errors = "; ".join(str(r.error).splitlines()[-1] for r in results if r.error)[:2000]
+        raise RuntimeError(
+            f"no trial of sweep {spec.name} reported {METRIC}: {errors or 'none ran'}"
+        )
+    best = results.get_best_result(metric=METRIC, mode="min", scope="all")
+    with best.get_best_checkpoint(METRIC, "min").as_directory() as folder:
+        path = Path(folder) / CHECKPOINT_NAME
+        ckpt = read_checkpoint(path)
+        data = load_splits(ckpt.config, progress=False)
+        test = final_metrics(load_model(path), data.test.images, k=ckpt.config.train.iwae_samples)
+        best_record = min(ckpt.history, key=lambda r: r[METRIC])
+        run_id = best.metrics["mlflow_run_id"]
+        tags = {
+            "dataset": ckpt.config.data.dataset,
+            "image_size": str(ckpt.config.image_size),
+            "test_bpd": f"{test['test_bpd']:.6f}",
+            "test_iwae_nll": f"{test['test_iwae_nll']:.4f}",
+            "iwae_k": str(test["iwae_k"]),
+            "val_bpd": f"{best_record[METRIC]:.6f}",
+            "epoch": str(ckpt.epoch),
+            "sweep_run_id": parent,
+            "trial_run_id": run_id,
+            "git_sha": git_sha(),
+        }
+        registered = log_and_register(spec.tracking_uri, parent, path, spec.registry_name, tags)
+    client = MlflowClient(spec.tracking_uri)
+    now = int(time.time() * 1000)
+    client.log_batch(
+        parent,
+        metrics=[
+            Metric(k, float(v), now, 0) for k, v in {**test, METRIC: best_record[METRIC]}.items()
+        ],
+        tags=[
+            RunTag("best_trial_run_id", run_id),
+            RunTag("registered_model", f"{spec.registry_name}/{registered.version}"),
+            RunTag("registered_alias", registered.alias),
+        ],
+    )
+    log_sweep_plots(client, parent, results, spec.name, study_db, best)
+    return Outcome(
+        spec.name,
+        dict(best.config),
+        {k: best_record[k] for k in REPORTED if k in best_record},
+        test,
+        registered,
+        parent,
+        spec.tracking_uri,
+        logs,
+    )
+
+
+def _log_summary(logs: dict[str, int]) -> list[str]:
+    """A line on log calls that waited for the tracking server, if any did."""
+    late, dropped = logs.get("mlflow_late", 0), logs.get("mlflow_dropped", 0)
+    pending = logs.get("mlflow_pending", 0)
+    if not (late or dropped or pending):
+        return []
+    return [
+        f"  tracking     {late} log calls delivered late (server unreachable), {dropped} "
+        f"refused and dropped, {pending} undelivered"
+    ]
+
+
+def print_summary(outcome: Outcome, registry_name: str) -> None:
+    r, test = outcome.registered, outcome.test_metrics
+    params = ", ".join(
+        f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+        for k, v in outcome.best_params.items()
+    )
+    store = outcome.tracking_uri
+    browse = (
+        f"mlflow ui --backend-store-uri {store}" if store.startswith("sqlite") else f"open {store}"
+    )
+    stays = f" (champion stays version {r.previous_champion})" if r.alias != "champion" else ""
+    lines = [
+        f"\nvae-sweep: sweep {outcome.name} done",
+        f"  best trial   {params}",
+        f"  val_bpd      {outcome.best_metrics[METRIC]:.4f}   test_bpd {test['test_bpd']:.4f}"
+        f"   test_iwae_nll {test['test_iwae_nll']:.2f} nats (k={test['iwae_k']})",
+        f"  registered   {registry_name} version {r.version} as @{r.alias}{stays}",
+        f"  use it       vae-sweep sample {registry_name}@{r.alias} -n 64 --out s.png",
+        f"  browse       {browse}",
+        *_log_summary(outcome.logs),
+    ]
+    print("\n".join(lines))

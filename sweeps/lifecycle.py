@@ -1,0 +1,334 @@
+"""The life of a sweep's MLflow runs, from opening to end: the only code that ends a run.
+
+One parent run per sweep, one nested child run per trial.
+- A trial opens its run, or continues it after a restart (the run id travels in the
+  checkpoint), and ends it itself only when it fails or runs out of epochs (`TrialRun`).
+- Tune stops most trials without asking them (ASHA, the last epoch, a budget): the driver's
+  `EndTrialRuns` callback ends their runs as they stop, with the outcome and its reason.
+- After Tune returns, `SweepRuns.settle` leaves nothing RUNNING and nothing undelivered,
+  whatever happened on the way (Ctrl+C, the server away, a driver killed and resumed), and
+  `SweepRuns.end` ends the parent once, at the very end, with its true status.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mlflow.entities import Metric, RunStatus, RunTag
+from mlflow.tracking import MlflowClient
+from ray import tune
+
+from sweeps import outbox, tracking
+from sweeps.outbox import Outbox, transient
+from sweeps.tracking import ERROR, PARENT, ROLE, STOP_REASON, SWEEP_NAME, TRIAL_ID
+
+
+class SweepInterrupted(RuntimeError):
+    """Ctrl+C (or SIGUSR1) stopped the sweep; Tune saved its state for --resume."""
+
+
+# The trial's side
+
+
+class TrialRun:
+    """A trial's child run: continued when the trial restarts (its id from the checkpoint,
+    else found by the trial's id under the same parent: a trial that died before its first
+    checkpoint), created otherwise. `tags` are set either way (e.g. the new worker's pid);
+    `self.tags` are those a continued run had already. Opening the run waits for the server;
+    later calls go through an Outbox and never stop training."""
+
+    def __init__(
+        self,
+        tracking_uri: str,
+        experiment_id: str,
+        parent_run_id: str,
+        run_id: str | None,
+        name: str,
+        trial_id: str,
+        tags: dict[str, str],
+        params: dict[str, Any],
+    ) -> None:
+        self.client = MlflowClient(tracking_uri)
+        tags = {TRIAL_ID: trial_id, **tags}
+        self.run_id, self.tags = tracking.patiently(
+            f"trial {name}",
+            self._open,
+            *(experiment_id, parent_run_id, run_id, name, trial_id, tags, params),
+        )
+        self.outbox = Outbox(self.client, self.run_id)
+
+    def _open(self, experiment_id, parent_run_id, run_id, name, trial_id, tags, params):
+        run_id = run_id or self._find(experiment_id, parent_run_id, trial_id)
+        if run_id is not None:
+            known = self.client.get_run(run_id).data.tags
+            self.client.update_run(run_id, status="RUNNING")  # restarted after a failure
+            self.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+            return run_id, known
+        run = self.client.create_run(
+            experiment_id,
+            run_name=name,
+            tags={ROLE: "trial", PARENT: parent_run_id, "mlflow.runName": name, **tags},
+        )
+        tracking.log_params(self.client, run.info.run_id, params)
+        return run.info.run_id, {}
+
+    def _find(self, experiment_id: str, parent_run_id: str, trial_id: str) -> str | None:
+        runs = self.client.search_runs(
+            [experiment_id],
+            f"tags.`{PARENT}` = '{parent_run_id}' and tags.`{TRIAL_ID}` = '{trial_id}'",
+            max_results=1,
+        )
+        return runs[0].info.run_id if runs else None
+
+    def restore_outbox(self, folder: Path) -> None:
+        """Take over what the checkpoint in `folder` had not yet delivered."""
+        self.outbox.close()
+        self.outbox = Outbox.load(folder, self.client, self.run_id)
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        now = int(time.time() * 1000)
+        batch = [
+            Metric(k, float(v), now, step)
+            for k, v in metrics.items()
+            if isinstance(v, int | float) and not isinstance(v, bool)
+        ]
+        self.outbox.log_metrics(batch)
+
+    def log_files(self, folder: Path, artifact_path: str) -> None:
+        self.outbox.log_artifacts(folder, artifact_path)
+
+    def end(self, status: str = "FINISHED", tags: dict[str, str] | None = None) -> None:
+        """End the run; with the server away the driver ends it later (`SweepRuns.settle`)."""
+        try:
+            self.outbox.flush()
+            if tags:
+                self.client.log_batch(self.run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+            self.client.set_terminated(self.run_id, status)
+        except Exception as err:
+            if not transient(err):
+                raise
+        finally:
+            self.outbox.close()  # what is pending travels in the checkpoints
+
+
+# What an ended trial's run says
+
+
+def trial_epoch(trial) -> int:
+    return int((trial.last_result or {}).get("epoch", 0))
+
+
+def epochs_spent(trials) -> int:
+    """Epochs the sweep's trials have trained in all (restored trials included)."""
+    return sum(trial_epoch(t) for t in trials)
+
+
+@dataclass(frozen=True)
+class Stops:
+    """What can end a trial before its last epoch, and so the reason its run gives."""
+
+    max_epochs: int
+    scheduler: str  # asha | fifo
+    epoch_budget: int | None = None
+    time_budget: float | None = None  # seconds
+
+    def outcome(self, trial, spent: int, seconds: float) -> tuple[str, dict[str, str]]:
+        """The MLflow status and reason tags of an ended Tune trial, `spent` epochs and
+        `seconds` into the sweep."""
+        epoch = trial_epoch(trial)
+        if trial.status == "ERROR":
+            return "FAILED", {ERROR: error_text(trial)}
+        if epoch >= self.max_epochs:
+            return "FINISHED", {}
+        return "KILLED", {STOP_REASON: self.reason(epoch, spent, seconds)}
+
+    def reason(self, epoch: int, spent: int, seconds: float) -> str:
+        when = f"after epoch {epoch}" if epoch else "before its first epoch ended"
+        if self.epoch_budget is not None and spent >= self.epoch_budget:
+            return f"stopped {when}: the sweep's epoch budget ({self.epoch_budget}) was spent"
+        if self.time_budget is not None and seconds >= self.time_budget:
+            return f"stopped {when}: the sweep's time budget ({self.time_budget:g} s) ran out"
+        if epoch and self.scheduler == "asha":
+            return f"stopped early by ASHA after epoch {epoch}"
+        return f"stopped {when}: the sweep ended"
+
+
+def error_text(trial) -> str:
+    path = getattr(trial, "error_file", None)
+    text = Path(path).read_text() if path and Path(path).exists() else "unknown error"
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return (lines[-1] if lines else text)[:5000]
+
+
+def end_if_running(client: MlflowClient, run_id: str, status: str, tags: dict[str, str]) -> bool:
+    """End `run_id` with `status` unless it already ended; True if this call ended it."""
+    run = client.get_run(run_id)
+    if run.info.status != RunStatus.to_string(RunStatus.RUNNING):
+        return False
+    client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+    client.set_terminated(run_id, status)
+    return True
+
+
+def end_trial_run(client: MlflowClient, trial, status: str, tags: dict[str, str]):
+    """Deliver an ended trial's outbox, then end its run; its log counters (None: no run)."""
+    result = trial.last_result or {}
+    if not (run_id := result.get("mlflow_run_id")):
+        return None
+    counters = outbox.deliver(client, run_id, trial.checkpoint, result)
+    end_if_running(client, run_id, status, tags)
+    return counters
+
+
+class EndTrialRuns(tune.Callback):
+    """Ends the runs of trials that Tune stops (ASHA, the last epoch, a budget) or that fail,
+    as they end, after delivering what they could not log. With the tracking server away
+    nothing waits: `SweepRuns.settle` does it at the end."""
+
+    def __init__(self, tracking_uri: str, stops: Stops) -> None:
+        self.tracking_uri, self.stops = tracking_uri, stops
+        self.started = time.monotonic()
+
+    def setup(self, **info) -> None:
+        self.started = time.monotonic()  # also when a resumed sweep starts again
+
+    def _end(self, trial, status: str, tags: dict[str, str]) -> None:
+        try:
+            with tracking.failing_fast():
+                end_trial_run(MlflowClient(self.tracking_uri), trial, status, tags)
+        except Exception as err:
+            if not transient(err):
+                raise
+            print(f"vae-sweep: tracking server unreachable; {trial} is settled at the end")
+
+    def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
+        seconds = time.monotonic() - self.started
+        self._end(trial, *self.stops.outcome(trial, epochs_spent(trials), seconds))
+
+    def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
+        self._end(trial, "FAILED", {ERROR: error_text(trial)})
+
+
+# The driver's side
+
+
+class SweepRuns:
+    """The sweep's parent run and, through it, its trials' runs."""
+
+    def __init__(self, tracking_uri: str, experiment: str, name: str) -> None:
+        self.client = MlflowClient(tracking_uri)
+        self.tracking_uri, self.experiment, self.name = tracking_uri, experiment, name
+        self.experiment_id: str | None = None
+        self.parent: str | None = None
+
+    def look_up(self, resume: bool) -> dict[str, Any] | None:
+        """First of all, writing nothing: a new sweep's name is free, or --resume finds its
+        sweep. Returns what a resumed sweep was started with (its kept flags)."""
+        found = self.client.get_experiment_by_name(self.experiment)
+        run = self._find_parent(found.experiment_id) if found else None
+        if not resume:
+            if run is not None:
+                raise ValueError(
+                    f"--name {self.name}: a sweep of that name exists already; pass "
+                    "--resume to continue it, or choose another name"
+                )
+            return None
+        if found is None:
+            raise ValueError(
+                f"--resume: no experiment '{self.experiment}' in {self.tracking_uri}; check "
+                "--experiment and --tracking-uri"
+            )
+        if run is None:
+            raise ValueError(
+                f"--resume: no MLflow run of a sweep named '{self.name}' in this "
+                "experiment; check --name, --experiment and --tracking-uri"
+            )
+        self.experiment_id, self.parent = found.experiment_id, run.info.run_id
+        return json.loads(run.data.tags.get(tracking.KEPT, "{}"))
+
+    def _find_parent(self, experiment_id: str):
+        runs = self.client.search_runs(
+            [experiment_id],
+            f"tags.`{ROLE}` = 'sweep' and tags.`{SWEEP_NAME}` = '{self.name}'",
+            max_results=1,
+        )
+        return runs[0] if runs else None
+
+    def open(self, params: dict[str, Any], tags: dict[str, str], kept: dict[str, Any]) -> str:
+        """The parent run: created (and the experiment, if new), or running again on --resume."""
+        if self.parent is not None:
+            self.client.update_run(self.parent, status="RUNNING")
+            return self.parent
+        self.experiment_id = tracking.create_experiment(
+            self.client, self.experiment, self.tracking_uri
+        )
+        run = self.client.create_run(
+            self.experiment_id,
+            run_name=self.name,
+            tags={ROLE: "sweep", SWEEP_NAME: self.name, tracking.KEPT: json.dumps(kept), **tags},
+        )
+        self.parent = run.info.run_id
+        tracking.log_params(self.client, self.parent, params)
+        return self.parent
+
+    def settle(self, trials: list, stops: Stops, seconds: float, expected: int | None) -> dict:
+        """After Tune returned with `trials` (its saved state) `seconds` into the sweep: if the
+        sweep is unfinished (Ctrl+C: trials not ended, or fewer than the `expected` number;
+        None when a budget may end it early), end the unfinished trials' runs and the parent
+        KILLED and raise SweepInterrupted, saying how to resume. Else leave nothing RUNNING and
+        nothing undelivered: each trial's outbox is delivered and its run ended (waiting for
+        the server if it is away); a run whose trial is not in the saved state (it started
+        after the driver last saved, and was proposed again on --resume) ends KILLED.
+        Returns the sweep's late / dropped / pending log calls."""
+        unfinished = [t for t in trials if t.status not in ("TERMINATED", "ERROR")]
+        missing = 0 if expected is None else max(expected - len(trials), 0)
+        if unfinished or missing:
+            self._interrupted(unfinished, len(unfinished) + missing, expected)
+        tracking.patiently("ending the sweep's trials", self.client.get_run, self.parent)
+        spent = epochs_spent(trials)
+        totals = dict.fromkeys(outbox.NOTHING, 0)
+        for trial in trials:
+            status, tags = stops.outcome(trial, spent, seconds)
+            counters = tracking.patiently(
+                f"settling {trial}", end_trial_run, self.client, trial, status, tags
+            )
+            for key, value in (counters or {}).items():
+                totals[key] += value
+        by_id = {t.trial_id: t for t in trials}
+        for run in self.client.search_runs(
+            [self.experiment_id],
+            f"tags.`{PARENT}` = '{self.parent}' and attributes.status = 'RUNNING'",
+        ):  # runs of trials that never reported
+            trial = by_id.get(run.data.tags.get(TRIAL_ID))
+            if trial is None:
+                status, tags = "KILLED", {STOP_REASON: "lost with the driver; proposed again"}
+            else:
+                status, tags = stops.outcome(trial, spent, seconds)
+            end_if_running(self.client, run.info.run_id, status, tags)
+        self.client.set_tag(self.parent, "vae_sweep.log_calls", json.dumps(totals))
+        return totals
+
+    def _interrupted(self, unfinished: list, count: int, expected: int | None) -> None:
+        resume = f"{Path(sys.argv[0]).name} --resume --name {self.name} (same --storage-path)"
+        note = {STOP_REASON: f"interrupted; continue with {resume}"}
+        for trial in unfinished:
+            if run_id := (trial.last_result or {}).get("mlflow_run_id"):
+                end_if_running(self.client, run_id, "KILLED", note)
+        end_if_running(self.client, self.parent, "KILLED", note)
+        raise SweepInterrupted(
+            f"sweep {self.name} interrupted with {count}"
+            f"{f' of {expected}' if expected else ''} trials unfinished; its state is saved: "
+            f"continue with {resume}"
+        )
+
+    def end(self, status: str, error: BaseException | None = None) -> None:
+        """End the parent run, once, with the sweep's true status."""
+        if self.parent is None:
+            return
+        tags = {ERROR: f"{type(error).__name__}: {error}"[:5000]} if error else {}
+        end_if_running(self.client, self.parent, status, tags)

@@ -1,0 +1,364 @@
+"""What a sweep is asked to do: `SweepSpec`, built once from the script's search space, base
+config and defaults and the command line, checked as it is built, never changed afterwards.
+
+A bad flag or space key fails here, naming it, with what would be accepted, before any data is
+read, Ray started or MLflow touched. On `--resume` the spec takes what the sweep was started
+with for every flag the command line leaves out (`resumed`); a flag it gives that the restored
+state cannot honour is refused by name.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import shlex
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sweeps import space as spaces
+from sweeps import tracking
+from vae_core import Config
+from vae_core.data.sources import resolve_data_root
+
+METRIC = "val_bpd"  # the selection metric; the training loss never picks a winner
+
+# Defaults of every sweep; a script's `defaults` and then --smoke-test override them, and the
+# command line overrides all three.
+DEFAULTS: dict[str, Any] = {
+    "num_samples": 16,
+    "max_epochs": 10,
+    "grace_period": 1,
+    "image_every": 5,
+    "gpus_per_trial": None,  # decided from the cluster (sweeps.tuner.trial_resources)
+    "cpus_per_trial": 1.0,
+    "max_concurrent": None,
+    "time_budget": None,
+    "epoch_budget": None,
+    "search": "tpe",
+    "scheduler": "asha",
+    "storage_path": "ray_results",
+    "seed": 0,
+    "fresh_workers": False,
+    "smoke_test": False,
+    "resume": False,
+}
+SMOKE = {"num_samples": 2, "max_epochs": 2, "image_every": 1}
+SMOKE_DATA = {"limit": 256, "iwae_samples": 4}  # 256 images, a cheap importance bound
+
+# What Tune pickles when a sweep starts (searcher, scheduler, stopper, trial count): a resumed
+# sweep keeps these, and a command line that changes one is refused, naming it.
+KEPT_ON_RESUME = (
+    "num_samples",
+    "max_epochs",
+    "grace_period",
+    "search",
+    "scheduler",
+    "seed",
+    "max_concurrent",
+    "time_budget",
+    "epoch_budget",
+    "fresh_workers",
+    "smoke_test",
+)
+
+# flag -> lowest accepted value
+LOWEST = {
+    "num_samples": 1,
+    "max_epochs": 1,
+    "grace_period": 1,
+    "image_every": 1,
+    "max_concurrent": 1,
+    "epoch_budget": 1,
+}
+
+
+class SpecError(ValueError):
+    """A flag or search-space entry that cannot work; the message names it."""
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    space: Mapping[str, Any]  # config field -> tune domain or constant
+    base: Config  # the script's base config, flags applied, every path absolute
+    name: str
+    num_samples: int
+    max_epochs: int  # epochs of a trial that ASHA never stops
+    grace_period: int  # epochs before ASHA may stop a trial
+    image_every: int  # image grids every N epochs and at the end
+    gpus_per_trial: float | None  # None: 1 on a cluster with GPUs, else 0
+    cpus_per_trial: float
+    max_concurrent: int | None
+    time_budget: float | None  # seconds
+    epoch_budget: int | None  # epochs of all trials together
+    search: str  # tpe | random
+    scheduler: str  # asha | fifo
+    storage_path: str  # absolute path or URI
+    tracking_uri: str  # absolute
+    experiment: str
+    registry_name: str
+    seed: int
+    resume: bool
+    fresh_workers: bool
+    smoke_test: bool
+    command: str = ""  # the command line, as typed
+    given: frozenset[str] = frozenset()  # the flags the command line set
+
+    def __post_init__(self) -> None:
+        for flag, low in LOWEST.items():
+            value = getattr(self, flag)
+            if value is not None and value < low:
+                raise SpecError(f"--{_flag(flag)}: got {value}; expected >= {low}")
+        if self.cpus_per_trial <= 0:
+            raise SpecError(f"--cpus-per-trial: got {self.cpus_per_trial}; expected > 0")
+        if self.gpus_per_trial is not None and self.gpus_per_trial < 0:
+            raise SpecError(
+                f"--gpus-per-trial: got {self.gpus_per_trial}; expected >= 0 "
+                "(0.25 packs four trials on a GPU)"
+            )
+        if self.time_budget is not None and self.time_budget <= 0:
+            raise SpecError(f"--time-budget: got {self.time_budget}; expected seconds > 0")
+        spaces.check_space(dict(self.space), self.base)
+        spaces.check_search(dict(self.space), self.search)
+
+    @property
+    def dataset(self) -> str:
+        return self.base.data.dataset
+
+    @property
+    def experiment_path(self) -> str:
+        """Where Tune keeps this sweep's state and trials."""
+        return f"{self.storage_path.rstrip('/')}/{self.name}"
+
+    @property
+    def budgeted(self) -> bool:
+        """A budget may end the sweep before num_samples trials ran."""
+        return self.time_budget is not None or self.epoch_budget is not None
+
+    def kept(self) -> dict[str, Any]:
+        """What a resumed sweep keeps: recorded on the sweep's parent run when it starts."""
+        return {
+            **{flag: getattr(self, flag) for flag in KEPT_ON_RESUME},
+            "space": spaces.describe_space(dict(self.space)),
+        }
+
+    def resumed(self, recorded: Mapping[str, Any]) -> SweepSpec:
+        """This spec continuing a sweep started with `recorded` (its `kept()`): flags left out
+        take their recorded values; a flag given with another value is refused."""
+        changes = {}
+        for flag in KEPT_ON_RESUME:
+            if flag not in recorded:
+                continue  # a sweep started before this flag was recorded
+            was, now = recorded[flag], getattr(self, flag)
+            if flag not in self.given:
+                changes[flag] = was
+            elif now != was:
+                raise SpecError(
+                    f"--{_flag(flag)}: got {_shown(now)}, but sweep {self.name} was started "
+                    f"with {_shown(was)}; a resumed sweep keeps it (Tune saved its searcher, "
+                    "scheduler and stopper with it): leave the flag out, or start a new sweep"
+                )
+        for key, was in recorded.get("space", {}).items():
+            now = spaces.describe_space(dict(self.space)).get(key)
+            if now != was:
+                raise SpecError(
+                    f"search space '{key}': {now or 'removed'}, but sweep {self.name} was "
+                    f"started with {was}; a resumed sweep searches the space it started with"
+                )
+        if "smoke_test" in changes and changes["smoke_test"] != self.smoke_test:
+            raise SpecError(
+                f"--smoke-test: sweep {self.name} was started "
+                f"{'with' if changes['smoke_test'] else 'without'} it; pass the same"
+            )
+        return dataclasses.replace(self, **changes)
+
+
+def _flag(field: str) -> str:
+    return field.replace("_", "-")
+
+
+def _shown(value: Any) -> str:
+    return "not set" if value is None else repr(value) if isinstance(value, str) else f"{value}"
+
+
+# (flag, argparse options, help); {name} in a help text is that flag's default.
+FLAGS: list[tuple[str, dict[str, Any], str]] = [
+    ("--num-samples", {"type": int}, "trials to run (default {num_samples}; 2 with --smoke-test)"),
+    (
+        "--max-epochs",
+        {"type": int},
+        "epochs of a trial that ASHA never stops (default {max_epochs}; 2 with --smoke-test)",
+    ),
+    (
+        "--gpus-per-trial",
+        {"type": float},
+        "GPUs per trial; 0.25 packs four trials on a GPU (default: 1 when the cluster has "
+        "GPUs, else 0)",
+    ),
+    (
+        "--cpus-per-trial",
+        {"type": float},
+        "CPUs per trial, also its torch threads (default {cpus_per_trial:g})",
+    ),
+    (
+        "--max-concurrent",
+        {"type": int},
+        "trials running at once (default: as many as resources allow)",
+    ),
+    (
+        "--time-budget",
+        {"type": float, "metavar": "SECONDS"},
+        "stop starting and running trials after this long",
+    ),
+    (
+        "--epoch-budget",
+        {"type": int, "metavar": "EPOCHS"},
+        "stop the sweep once its trials have trained this many epochs in all, counted across "
+        "--resume (a compute budget, e.g. to compare searches on equal terms); the trials "
+        "running then stop too",
+    ),
+    (
+        "--grace-period",
+        {"type": int},
+        "epochs before ASHA may stop a trial (default {grace_period})",
+    ),
+    (
+        "--search",
+        {"choices": ("tpe", "random")},
+        "tpe: Optuna's TPE proposes each trial from the results so far (default); random: Tune "
+        "samples the space at random (tune.grid_search entries are walked in full, "
+        "num-samples times), e.g. as a baseline",
+    ),
+    (
+        "--scheduler",
+        {"choices": ("asha", "fifo")},
+        "asha: stop unpromising trials early (default); fifo: every trial runs --max-epochs",
+    ),
+    (
+        "--image-every",
+        {"type": int},
+        "log image grids every N epochs and at the end (default {image_every}; 1 with "
+        "--smoke-test)",
+    ),
+    ("--data-root", {}, "where the dataset is (default $VAE_DATA_ROOT, ./data)"),
+    ("--data-path", {}, "a `vae-data prepare` file, path or s3:// URI"),
+    (
+        "--tracking-uri",
+        {},
+        "MLflow tracking URI (default $MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlflow.db)",
+    ),
+    ("--experiment", {}, "MLflow experiment (default vae-sweep/<dataset>)"),
+    ("--registry-name", {}, "registered model name (default <dataset>-vae)"),
+    (
+        "--storage-path",
+        {},
+        "where Tune keeps trials and checkpoints: a path, or s3://... shared by all nodes of a "
+        "cluster (default ./{storage_path})",
+    ),
+    ("--name", {}, "sweep name (default <dataset>-<date>-<time>)"),
+    (
+        "--resume",
+        {"action": "store_true"},
+        "continue the sweep --name from --storage-path after an interruption, with the flags "
+        "it was started with",
+    ),
+    ("--seed", {"type": int}, "seeds Optuna and every trial (default {seed})"),
+    (
+        "--fresh-workers",
+        {"action": "store_true"},
+        "start every trial in a new worker process (slower: each imports torch again) instead "
+        "of reusing the worker of a finished trial",
+    ),
+    (
+        "--smoke-test",
+        {"action": "store_true"},
+        "2 trials x 2 epochs on 256 images: checks the set-up in a minute",
+    ),
+]
+
+
+def build_parser(
+    description: str,
+    defaults: Mapping[str, Any],
+    add_flags: Callable[[argparse.ArgumentParser], None] | None = None,
+) -> argparse.ArgumentParser:
+    """The sweep's flags, and the script's own (`add_flags`). Every default is None here, so
+    that the spec can tell what was typed; the real defaults are shown in the help."""
+    d = {**DEFAULTS, **defaults}
+    parser = argparse.ArgumentParser(
+        description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    for flag, options, text in FLAGS:
+        parser.add_argument(flag, default=None, help=text.format(**d), **options)
+    if add_flags is not None:
+        add_flags(parser)
+    return parser
+
+
+def parse_spec(
+    space: Mapping[str, Any],
+    base_config: Mapping[str, Any] | Callable[[argparse.Namespace], Mapping[str, Any]],
+    argv: list[str] | None = None,
+    defaults: Mapping[str, Any] | None = None,
+    parser: argparse.ArgumentParser | None = None,
+) -> SweepSpec:
+    """Parse `argv` (default sys.argv[1:]) with `parser` (default: the sweep's flags) into a
+    checked spec. argparse exits on a flag it cannot parse; a SpecError or ConfigError names
+    any other problem."""
+    parser = parser or build_parser("", defaults or {})
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parser.parse_args(argv)
+    command = shlex.join([parser.prog, *argv])
+    return spec_from_args(args, space, base_config, defaults or {}, command)
+
+
+def spec_from_args(
+    args: argparse.Namespace,
+    space: Mapping[str, Any],
+    base_config: Mapping[str, Any] | Callable[[argparse.Namespace], Mapping[str, Any]],
+    defaults: Mapping[str, Any],
+    command: str = "",
+) -> SweepSpec:
+    """The spec of parsed flags: typed values over --smoke-test's over the script's defaults
+    over DEFAULTS. `base_config` may depend on the script's own flags (a callable)."""
+    typed = {k: v for k, v in vars(args).items() if v is not None}
+    smoke = typed.get("smoke_test", defaults.get("smoke_test", False))
+    v = {**DEFAULTS, **defaults, **(SMOKE if smoke else {}), **typed}
+    if v["resume"] and "name" not in typed:
+        raise SpecError("--resume needs --name: the sweep to continue")
+    base = _resolve_base(base_config(args) if callable(base_config) else base_config, v)
+    storage = v["storage_path"]
+    return SweepSpec(
+        **{k: v[k] for k in DEFAULTS if k != "storage_path"},
+        space=dict(space),
+        base=base,
+        name=v.get("name") or f"{base.data.dataset}-{time.strftime('%Y%m%d-%H%M%S')}",
+        storage_path=storage if "://" in storage else str(Path(storage).resolve()),
+        tracking_uri=tracking.absolute_tracking_uri(
+            v.get("tracking_uri") or tracking.default_tracking_uri()
+        ),
+        experiment=v.get("experiment") or f"vae-sweep/{base.data.dataset}",
+        registry_name=v.get("registry_name") or f"{base.data.dataset}-vae",
+        command=command,
+        given=frozenset(typed),
+    )
+
+
+def _resolve_base(base_config: Mapping[str, Any], v: dict[str, Any]) -> Config:
+    """The base config with the flags applied and every path absolute (Tune moves the cwd)."""
+    config = Config.from_dict(dict(base_config))
+    changes: dict[str, Any] = {"seed": v["seed"]}
+    d = config.data
+    if d.dataset != "shapes":
+        changes["data_root"] = str(resolve_data_root(v.get("data_root") or d.data_root))
+    data_path = v.get("data_path") or d.data_path
+    if data_path:
+        changes["data_path"] = data_path if "://" in data_path else str(Path(data_path).resolve())
+    if d.cache_dir:
+        changes["cache_dir"] = str(Path(d.cache_dir).resolve())
+    if v["smoke_test"]:
+        changes.update(SMOKE_DATA)
+    return config.replace(**changes)

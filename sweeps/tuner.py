@@ -1,0 +1,160 @@
+"""A spec made into a Ray Tune run: what each trial asks for, the searcher (Optuna's TPE or
+Tune's own random sampling), the scheduler (ASHA or FIFO), the stoppers and the run config;
+or the saved run restored for --resume.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import ray
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
+from ray.tune.stopper import Stopper
+
+from sweeps import preflight
+from sweeps.lifecycle import EndTrialRuns, Stops, trial_epoch
+from sweeps.searcher import make_searcher
+from sweeps.spec import METRIC, SweepSpec
+from sweeps.trainable import SweepContext, train_trial
+
+
+def trial_resources(spec: SweepSpec) -> dict[str, float]:
+    """CPUs and GPUs each trial asks for; GPUs default to 1 when the cluster has any."""
+    gpus = spec.gpus_per_trial
+    if gpus is None:
+        gpus = 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
+    return {"cpu": spec.cpus_per_trial, "gpu": gpus}
+
+
+def may_grow(started_ray: bool) -> bool:
+    """True when this driver joined a running cluster (`ray submit`, RAY_ADDRESS), whose
+    autoscaler may add nodes, rather than starting a local Ray of its own. ray.init() joins a
+    cluster started on this machine without saying so; its node object tells (private API)."""
+    node = getattr(ray._private.worker, "_global_node", None)
+    return not (started_ray and getattr(node, "head", False))
+
+
+def stops(spec: SweepSpec) -> Stops:
+    """What may end this sweep's trials before their last epoch."""
+    return Stops(spec.max_epochs, spec.scheduler, spec.epoch_budget, spec.time_budget)
+
+
+def check_restorable(spec: SweepSpec) -> None:
+    """--resume needs Tune's saved state, of this user's own (restoring unpickles it)."""
+    if not tune.Tuner.can_restore(spec.experiment_path):
+        raise ValueError(f"--resume: no sweep '{spec.name}' to continue in {spec.storage_path}")
+    preflight.check_own_state(spec.experiment_path)
+
+
+def optuna_storage(spec: SweepSpec) -> str | None:
+    """The Optuna study's SQLite file (TPE sweeps only): beside the trials when the storage
+    is local, in the user's cache when it is remote (the study lives on the driver)."""
+    if spec.search != "tpe":
+        return None
+    folder = (
+        Path(spec.experiment_path)
+        if "://" not in spec.storage_path
+        else Path.home() / ".cache" / "vae-sweep" / "optuna" / spec.name
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{folder / 'optuna.db'}"
+
+
+class EpochBudget(tune.Callback, Stopper):
+    """Stops the whole sweep once its trials have trained `epochs` epochs in all. Counted from
+    every trial Tune knows at each step, restored ones included, so a resumed sweep goes on
+    from what it had spent; and from each result between steps."""
+
+    def __init__(self, epochs: int) -> None:
+        self.epochs = epochs
+        self.trained: dict[str, int] = {}  # trial id -> its epochs
+
+    def on_step_begin(self, iteration: int, trials: list, **info) -> None:
+        for trial in trials:
+            self.trained[trial.trial_id] = max(
+                self.trained.get(trial.trial_id, 0), trial_epoch(trial)
+            )
+
+    def __call__(self, trial_id: str, result: dict) -> bool:
+        epoch = int(result.get("epoch", 0))
+        self.trained[trial_id] = max(self.trained.get(trial_id, 0), epoch)
+        return False
+
+    def stop_all(self) -> bool:
+        return sum(self.trained.values()) >= self.epochs
+
+
+def _trainable(spec: SweepSpec, resources: dict[str, float], experiment_id: str, parent: str):
+    base = spec.base if resources["gpu"] > 0 else spec.base.replace(device="cpu")
+    context = SweepContext(
+        base_config=base.to_dict(),
+        tracking_uri=spec.tracking_uri,
+        experiment_id=experiment_id,
+        parent_run_id=parent,
+        max_epochs=spec.max_epochs,
+        image_every=spec.image_every,
+        cpus_per_trial=spec.cpus_per_trial,
+    )
+    return tune.with_resources(tune.with_parameters(train_trial, context=context), resources)
+
+
+def build_tuner(
+    spec: SweepSpec, resources: dict[str, float], experiment_id: str, parent: str
+) -> tune.Tuner:
+    """The sweep's Tuner; on --resume the one Tune saved (searcher, scheduler, stoppers and
+    callbacks as they were pickled then), with a trainable that knows this driver's runs."""
+    trainable = _trainable(spec, resources, experiment_id, parent)
+    if spec.resume:
+        return tune.Tuner.restore(
+            spec.experiment_path, trainable=trainable, resume_errored=True, param_space=spec.space
+        )
+    if (study_db := optuna_storage(spec)) is not None:
+        searcher = make_searcher(spec.name, study_db, spec.seed, spec.max_epochs, METRIC)
+        if spec.max_concurrent:
+            searcher = ConcurrencyLimiter(searcher, max_concurrent=spec.max_concurrent)
+    else:
+        searcher = BasicVariantGenerator(
+            random_state=spec.seed, max_concurrent=spec.max_concurrent or 0
+        )
+    scheduler = (
+        ASHAScheduler(
+            time_attr="training_iteration",
+            max_t=spec.max_epochs,
+            grace_period=min(spec.grace_period, spec.max_epochs),
+            reduction_factor=3,
+        )
+        if spec.scheduler == "asha"
+        else FIFOScheduler()
+    )
+    budget = EpochBudget(spec.epoch_budget) if spec.epoch_budget else None
+    return tune.Tuner(
+        trainable,
+        param_space=dict(spec.space),
+        tune_config=tune.TuneConfig(
+            metric=METRIC,
+            mode="min",
+            search_alg=searcher,
+            scheduler=scheduler,
+            num_samples=spec.num_samples,
+            time_budget_s=spec.time_budget,
+            # A finished trial's worker process takes the next trial: torch, Ray and MLflow
+            # are imported once per slot, not once per trial.
+            reuse_actors=not spec.fresh_workers,
+        ),
+        run_config=tune.RunConfig(
+            name=spec.name,
+            storage_path=spec.storage_path,
+            verbose=1,
+            stop=budget,
+            callbacks=[
+                EndTrialRuns(spec.tracking_uri, stops(spec)),
+                *([budget] if budget else []),
+            ],
+            checkpoint_config=tune.CheckpointConfig(
+                num_to_keep=1, checkpoint_score_attribute=METRIC, checkpoint_score_order="min"
+            ),  # the best epoch, and always the latest
+            failure_config=tune.FailureConfig(max_failures=2),
+        ),
+    )
