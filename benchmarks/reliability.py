@@ -28,7 +28,7 @@ TESTS = [
     "tests/test_sweep_faults.py",
     "tests/test_cluster.py::test_a_lost_worker_node_s_trial_finishes_on_the_other_from_its_checkpoint",
     "tests/test_tracking_outage.py",
-    "tests/test_concurrent_sweeps.py",
+    "tests/test_tracking_server.py::test_two_sweeps_at_once_log_and_register_on_the_server_and_pull_fetches_over_http",
     "tests/test_bad_input.py",
     "tests/test_cluster_configs.py::test_a_malformed_launcher_config_is_refused_naming_the_field",
 ]
@@ -46,14 +46,12 @@ WHAT = {
         "`Cluster.remove_node` on the node of a running trial (head + 2 workers)",
         "the trial is retried from its last checkpoint on the other node, in the same run",
     ),
-    "driver interrupted (Ctrl+C), then --resume": (
-        "SIGINT to the driver during the 2nd of 3 trials, then `--resume --name`",
-        "runs end KILLED with how to resume; the resumed sweep finishes the same runs and study",
-    ),
-    "driver killed (SIGKILL), then --resume twice": (
-        "SIGKILL to the driver mid-sweep (its runs left RUNNING), `--resume`, `--resume` again",
-        "the resume settles every run and Optuna trial; one model version for the sweep, "
-        "however often it finishes",
+    "driver interrupted (Ctrl+C), resumed, killed (SIGKILL), resumed twice": (
+        "SIGINT to the driver after 2 epochs, `--resume --name` alone, SIGKILL to that driver "
+        "2 epochs later (its runs left RUNNING), `--resume`, `--resume` of the finished sweep",
+        "runs end KILLED with how to resume; the resumes keep the sweep's flags, settle every "
+        "run and Optuna trial, spend the epoch budget exactly; one model version, however "
+        "often the sweep finishes",
     ),
     "tracking server down mid-sweep, then back": (
         "`mlflow server` stopped for ~20 s while 2 trials train, then restarted",
@@ -61,7 +59,8 @@ WHAT = {
         "arrive when the server is back; counted in the summary and a tag",
     ),
     "two sweeps at once, one server and registered model": (
-        "two sweeps started together against one `mlflow server` and registry name",
+        "two sweeps started together against one `mlflow server` (PostgreSQL, basic-auth) "
+        "and registry name",
         "each sweep's runs are its own trials, two studies, two versions; champion = better",
     ),
 }

@@ -13,6 +13,7 @@ from typing import Any
 
 from mlflow.entities import Metric, RunTag
 from mlflow.tracking import MlflowClient
+from pyarrow.fs import FileType
 
 from sweeps.plots import log_sweep_plots
 from sweeps.registry import Registered, log_and_register
@@ -49,24 +50,42 @@ def git_sha() -> str:
         return "unknown"
 
 
+def best_checkpoint(results):
+    """(result, checkpoint, its metrics) of the lowest-val_bpd checkpoint Tune kept of any
+    trial. Chosen among checkpoints, not epochs, so that the registered weights are the ones
+    whose val_bpd is reported: a trial whose best epoch's checkpoint was not kept (stopped by
+    a budget at that very result, or a killed driver's deletions) competes with what it has."""
+    kept = [
+        (metrics[METRIC], n, result, checkpoint, metrics)
+        for n, result in enumerate(results)
+        for checkpoint, metrics in result.best_checkpoints or []
+        if math.isfinite(metrics.get(METRIC, math.nan))
+        and checkpoint.filesystem.get_file_info(checkpoint.path).type != FileType.NotFound
+    ]
+    if not kept:
+        return None
+    _, _, result, checkpoint, metrics = min(kept, key=lambda k: k[:2])
+    return result, checkpoint, metrics
+
+
 def finish(
     spec: SweepSpec, results, parent: str, study_db: str | None, logs: dict[str, int]
 ) -> Outcome:
     """Evaluate, register and draw the best trial of `results` (Tune's ResultGrid)."""
-    finished = [r for r in results if r.metrics and math.isfinite(r.metrics.get(METRIC, math.nan))]
-    if not finished:
+    if (found := best_checkpoint(results)) is None:
         errors = "; ".join(str(r.error).splitlines()[-1] for r in results if r.error)[:2000]
         raise RuntimeError(
-            f"no trial of sweep {spec.name} reported {METRIC}: {errors or 'none ran'}"
+            f"no trial of sweep {spec.name} kept a checkpoint with a finite {METRIC}: "
+            f"{errors or 'none ran'}"
         )
-    best = results.get_best_result(metric=METRIC, mode="min", scope="all")
-    with best.get_best_checkpoint(METRIC, "min").as_directory() as folder:
+    best, checkpoint, reported = found
+    with checkpoint.as_directory() as folder:
         path = Path(folder) / CHECKPOINT_NAME
         ckpt = read_checkpoint(path)
         data = load_splits(ckpt.config, progress=False)
         test = final_metrics(load_model(path), data.test.images, k=ckpt.config.train.iwae_samples)
-        best_record = min(ckpt.history, key=lambda r: r[METRIC])
-        run_id = best.metrics["mlflow_run_id"]
+        best_record = next(r for r in ckpt.history if r["epoch"] == ckpt.epoch)
+        run_id = reported["mlflow_run_id"]
         tags = {
             "dataset": ckpt.config.data.dataset,
             "image_size": str(ckpt.config.image_size),

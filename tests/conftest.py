@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import atexit
+import io
 import os
 import shutil
 import subprocess
 import tempfile
-from contextlib import contextmanager
+from contextlib import chdir, contextmanager, redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import pytest
@@ -99,3 +100,30 @@ def small_disk(folder, size: str):
         yield folder
     finally:
         subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def in_process(main, *args, cwd=None) -> subprocess.CompletedProcess:
+    """A console script's `main(argv)` run in this process, as a CompletedProcess with its
+    exit status and output: a new Python per call costs ~2.5 s of torch imports. Each tool
+    keeps one test through its real console script."""
+    out, err = io.StringIO(), io.StringIO()
+    argv = [str(a) for a in args]
+    with chdir(cwd or Path.cwd()), redirect_stdout(out), redirect_stderr(err):
+        try:
+            code = main(argv) or 0
+        except SystemExit as exited:
+            code = exited.code if isinstance(exited.code, int) else 1
+    return subprocess.CompletedProcess(argv, code, out.getvalue(), err.getvalue())
+
+
+def migrated_store(path: Path) -> str:
+    """A real MLflow SQLite store at `path`, already migrated: a copy of one the session made
+    once (creating MLflow's tables costs ~3 s per new store). Returns its URI."""
+    template = Path(os.environ["VAE_CACHE_DIR"]) / "mlflow-template.db"
+    if not template.exists():
+        from mlflow.tracking import MlflowClient
+
+        MlflowClient(f"sqlite:///{template}").search_experiments()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(template, path)
+    return f"sqlite:///{path}"

@@ -15,7 +15,12 @@ def free_port() -> int:
 
 
 def start_mlflow_server(folder: Path, port: int) -> subprocess.Popen:
-    """`mlflow server` on an SQLite store in `folder`, artifacts proxied; up when it answers."""
+    """`mlflow server` on an SQLite store in `folder` (migrated, unless one is there), artifacts
+    proxied; up when it answers."""
+    from conftest import migrated_store
+
+    if not (folder / "mlflow.db").exists():
+        migrated_store(folder / "mlflow.db")
     server = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port)]
         + ["--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}", "--workers", "1"]

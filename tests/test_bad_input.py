@@ -6,13 +6,12 @@ store exactly as they were. The store is a real MLflow SQLite store holding a re
 import os
 import pickle
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import ray
-from conftest import make_splits, tiny_config
+from conftest import in_process, make_splits, migrated_store, tiny_config
 from mlflow.tracking import MlflowClient
 from ray import tune
 from record import record
@@ -36,7 +35,7 @@ def store(tmp_path_factory):
     parent run of an image-folder sweep `old` (started with DEFAULTS and GOOD_SPACE, ended
     before Tune saved anything)."""
     folder = tmp_path_factory.mktemp("store")
-    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    uri = migrated_store(folder / "mlflow.db")
     client = MlflowClient(uri)
     experiment = client.create_experiment("e", artifact_location=(folder / "art").as_uri())
     checkpoint = folder / "checkpoint.safetensors"
@@ -178,12 +177,7 @@ def test_a_sweep_refuses_bad_input_before_any_trial(
 
 
 def vae_sweep(uri: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "sweeps.cli", *args, "--tracking-uri", uri],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    return in_process(cli.main, *args, "--tracking-uri", uri)
 
 
 @pytest.mark.parametrize(

@@ -5,14 +5,16 @@ import shutil
 import subprocess
 
 import pytest
-from conftest import ALL_IMAGES
+from conftest import ALL_IMAGES, in_process
 
 from vae_core.checkpoint import load_model, read_checkpoint
+from vae_core.cli import train
 
 EPOCH_KEYS = {"epoch", "train_loss", "val_bpd", "val_nelbo", "val_mse", "val_kl", "active_units"}
 
 
-def vae_train(*args, cwd=None):
+def console_vae_train(*args, cwd=None):
+    """The installed console script, as a user types it."""
     exe = shutil.which("vae-train")
     assert exe, "vae-train is not on PATH: install the package with pip install -e ."
     return subprocess.run(
@@ -20,10 +22,14 @@ def vae_train(*args, cwd=None):
     )
 
 
+def vae_train(*args, cwd=None):
+    return in_process(train.main, *args, cwd=cwd)
+
+
 @pytest.fixture(scope="module")
 def run(shared_data, tmp_path_factory):
     out = tmp_path_factory.mktemp("cli") / "run"
-    result = vae_train(
+    result = console_vae_train(
         "--dataset",
         "mnist",
         "--data-root",

@@ -5,21 +5,28 @@ import shutil
 import subprocess
 
 import pytest
+from conftest import in_process
 from fakes import make_celeba_folder
 
 from vae_core.checkpoint import read_checkpoint
+from vae_core.cli import data, train
 
 
-def run(tool, *args):
+def console(tool, *args):
+    """The installed console script, as a user types it."""
     exe = shutil.which(tool)
     assert exe, f"{tool} is not on PATH: install the package with pip install -e ."
     return subprocess.run([exe, *map(str, args)], capture_output=True, text=True, timeout=600)
 
 
+def run(tool, *args):
+    return in_process({"vae-data": data.main, "vae-train": train.main}[tool], *args)
+
+
 def test_prepare_then_info_then_train_on_the_file(tmp_path):
     make_celeba_folder(tmp_path / "src", 120)
     out = tmp_path / "celeba32.arrow"
-    prepared = run(
+    prepared = console(
         "vae-data",
         "prepare",
         "celeba",

@@ -2,7 +2,7 @@
 settles on the best version when sweeps register into one model at once."""
 
 import pytest
-from conftest import make_splits, tiny_config
+from conftest import make_splits, migrated_store, tiny_config
 from mlflow.tracking import MlflowClient
 
 from sweeps.registry import _ensure_registered_model, log_and_register, using_tracking_uri
@@ -18,7 +18,7 @@ def checkpoint(tmp_path_factory):
 
 @pytest.fixture
 def store(tmp_path):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = migrated_store(tmp_path / "mlflow.db")
     client = MlflowClient(uri)
     experiment = client.create_experiment("e", artifact_location=(tmp_path / "a").as_uri())
     return uri, client, experiment

@@ -13,7 +13,7 @@ import mlflow
 import numpy as np
 import optuna
 import pytest
-from conftest import REPO
+from conftest import REPO, migrated_store
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 from ray import tune
@@ -50,6 +50,7 @@ def done(tmp_path_factory):
     seed 0, whose trials ASHA does stop: the checks on pruned trials are never vacuous."""
     job = tmp_path_factory.mktemp("job")
     shutil.copy(REPO / "sweeps" / "shapes.py", job / "shapes.py")  # only the file travels
+    migrated_store(job / "mlflow.db")  # the script's default store: ./mlflow.db
     before = outboxes()
     first = sweep(
         job, *("--num-samples", str(SAMPLES), "--max-concurrent", "1", "--name", "first")
@@ -179,21 +180,24 @@ from ray import tune
 from sweeps.engine import main
 from shapes import BASE_CONFIG
 
-# 1e-7: one epoch of Adam leaves the decoder where it started, far worse than any real trial.
-main({"lr": tune.choice([1e-7]), "latent_dim": 4}, BASE_CONFIG)
+# lr 1e-7: an epoch of Adam leaves the decoder where it started, far worse than any real trial.
+main({"latent_dim": tune.grid_search([2, 4, 8]), "lr": 1e-7}, BASE_CONFIG)
 """
 
 
-def test_a_worse_second_sweep_gets_a_new_version_and_the_champion_stays(done):
+@pytest.fixture(scope="module")
+def second(done):
+    """A second sweep into the same store: --search random --scheduler fifo over a grid."""
     job, uri, _ = done
     (job / "worse.py").write_text(WORSE)
-    second = sweep(
-        job,
-        *("--num-samples", "1", "--max-epochs", "1", "--name", "second"),
-        *("--search", "random", "--scheduler", "fifo"),
-        script="worse.py",
-    )
-    assert second.returncode == 0, second.stderr[-3000:]
+    flags = ("--num-samples", "1", "--max-epochs", "1", "--name", "second")
+    result = sweep(job, *flags, "--search", "random", "--scheduler", "fifo", script="worse.py")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def test_a_worse_second_sweep_gets_a_new_version_and_the_champion_stays(done, second):
+    job, uri, _ = done
     client = MlflowClient(uri)
     v1, v2 = (client.get_model_version("shapes-vae", v) for v in ("1", "2"))
     assert float(v2.tags["test_bpd"]) > float(v1.tags["test_bpd"])
@@ -202,7 +206,17 @@ def test_a_worse_second_sweep_gets_a_new_version_and_the_champion_stays(done):
     assert "registered   shapes-vae version 2 as @challenger (champion stays version 1)" in (
         second.stdout
     )
-    assert len(runs(uri)[1]) == SAMPLES + 1 + 2  # two sweeps, separate parent runs
+    assert len(runs(uri)[1]) == SAMPLES + 1 + 3 + 1  # two sweeps, separate parent runs
+
+
+def test_random_search_walks_a_grid_without_early_stopping(done, second):
+    """--search random --scheduler fifo: Tune's own sampling (a grid walked in full, once per
+    --num-samples) and every trial to --max-epochs; no Optuna study."""
+    job, uri, _ = done
+    trials = trial_runs(uri, "second")
+    assert sorted(int(r.data.params["model.latent_dim"]) for r in trials) == [2, 4, 8]
+    assert all(r.info.status == "FINISHED" for r in trials)  # FIFO: none stopped early
+    assert not (job / "ray" / "second" / "optuna.db").exists()
 
 
 def test_settling_a_trial_that_left_nothing_pending_opens_no_checkpoint(done, tmp_path):
@@ -300,8 +314,7 @@ def test_two_first_sweeps_create_their_experiment_once(tmp_path):
     create it: the one that comes second takes the other's."""
     import threading
 
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    MlflowClient(uri).search_experiments()  # the store's tables, made once
+    uri = migrated_store(tmp_path / "mlflow.db")
     found, errors = [], []
     barrier = threading.Barrier(6)
 
@@ -321,27 +334,3 @@ def test_two_first_sweeps_create_their_experiment_once(tmp_path):
     for thread in threads:
         thread.join()
     assert errors == [] and len(found) == 6 and len(set(found)) == 1
-
-
-def test_random_search_walks_a_grid_without_early_stopping(tmp_path):
-    """--search random --scheduler fifo: Tune's own sampling (a grid walked in full) and
-    every trial to --max-epochs; no Optuna study."""
-    (tmp_path / "grid.py").write_text(
-        "from ray import tune\nfrom sweeps.engine import main\n"
-        "main({'latent_dim': tune.grid_search([2, 4, 8]), 'likelihood': 'gaussian'},\n"
-        "     {'dataset': 'shapes', 'arch': 'conv', 'batch_size': 64})\n"
-    )
-    result = subprocess.run(
-        [sys.executable, "grid.py", "--smoke-test", "--num-samples", "1", "--name", "grid"]
-        + ["--search", "random", "--scheduler", "fifo", "--storage-path", str(tmp_path / "ray")],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    client, found = runs(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    trials = [r for r in found if r.data.tags.get("vae_sweep.role") == "trial"]
-    assert sorted(int(r.data.params["model.latent_dim"]) for r in trials) == [2, 4, 8]
-    assert all(r.info.status == "FINISHED" for r in trials)  # FIFO: none stopped early
-    assert not (tmp_path / "ray" / "grid" / "optuna.db").exists()

@@ -1,8 +1,8 @@
 """The team set-up, for real on one machine: PostgreSQL started by the test, `mlflow server`
 on it with basic-auth and proxied artifacts, started by docker/tracking-server.sh (the entrypoint
-of the tracking-server image), a sweep that logs and registers there with credentials from the
-environment, and `vae-sweep pull` over HTTP. Wrong passwords are refused, and so are missing or
-short server secrets.
+of the tracking-server image), two sweeps at once that log and register there with credentials
+from the environment, and `vae-sweep pull` over HTTP. Wrong passwords are refused, and so are
+missing or short server secrets.
 """
 
 import json
@@ -16,9 +16,14 @@ import time
 import urllib.request
 from pathlib import Path
 
+import optuna
 import pytest
-from conftest import REPO
+from conftest import REPO, in_process
 from mlflow.tracking import MlflowClient
+from ray import tune
+from record import record
+
+from sweeps import cli
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 PASSWORD = "team-tracking-pass"  # the server refuses admin passwords under 12 characters
@@ -121,49 +126,79 @@ def with_credentials(password):
     }
 
 
-def test_sweep_logs_and_registers_on_the_server_and_pull_fetches_over_http(server, tmp_path):
+def test_two_sweeps_at_once_log_and_register_on_the_server_and_pull_fetches_over_http(
+    server, tmp_path, monkeypatch, capsys
+):
+    """Two sweeps started together against the team server (PostgreSQL, basic-auth, proxied
+    artifacts), into one experiment and one registered model: their runs, Optuna studies and
+    trials stay apart, the champion ends on the better model; pull works with the password
+    and is refused without it."""
     shutil.copy(REPO / "sweeps" / "shapes.py", tmp_path / "shapes.py")
-    result = subprocess.run(
-        [
-            sys.executable,
-            "shapes.py",
-            "--smoke-test",
-            "--tracking-uri",
-            server,
-            "--storage-path",
-            str(tmp_path / "ray"),
-        ],
-        cwd=tmp_path,
-        env=with_credentials(PASSWORD),
-        capture_output=True,
-        text=True,
-        timeout=900,
+    sweeps = {
+        name: subprocess.Popen(
+            [sys.executable, "shapes.py", "--smoke-test", "--name", name, "--seed", seed]
+            + ["--tracking-uri", server, "--storage-path", str(tmp_path / "ray")],
+            cwd=tmp_path,
+            env=with_credentials(PASSWORD),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for name, seed in (("alpha", "1"), ("beta", "2"))
+    }
+    outs = {}
+    for name, sweep in sweeps.items():
+        outs[name], err = sweep.communicate(timeout=900)
+        assert sweep.returncode == 0, f"{name}: {err[-3000:]}"
+    assert any("as @champion" in out for out in outs.values())
+
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "admin")
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", PASSWORD)
+    client = MlflowClient(server)
+    experiment = client.get_experiment_by_name("vae-sweep/shapes")
+    assert experiment.artifact_location.startswith("mlflow-artifacts:")  # proxied
+    runs = client.search_runs([experiment.experiment_id])
+    assert len(runs) == 6 and all(r.info.status == "FINISHED" for r in runs)
+    parents = {
+        r.data.tags["vae_sweep.sweep_name"]: r
+        for r in runs
+        if "vae_sweep.sweep_name" in r.data.tags
+    }
+    assert sorted(parents) == ["alpha", "beta"]
+    wrong = duplicated = 0
+    for name, parent in parents.items():
+        children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+        saved = tune.ExperimentAnalysis(str(tmp_path / "ray" / name)).trials
+        ids = [r.data.tags["ray.trial_id"] for r in children]
+        wrong += len(set(ids) - {t.trial_id for t in saved})
+        duplicated += len(ids) - len(set(ids))
+        assert sorted(ids) == sorted(t.trial_id for t in saved)  # its runs are its trials
+        study = optuna.load_study(
+            study_name=name, storage=f"sqlite:///{tmp_path / 'ray' / name / 'optuna.db'}"
+        )
+        assert len(study.trials) == 2
+    versions = client.search_model_versions("name = 'shapes-vae'")
+    assert sorted(v.tags["sweep_run_id"] for v in versions) == sorted(
+        p.info.run_id for p in parents.values()
     )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "registered   shapes-vae version 1 as @champion" in result.stdout
+    best = min(versions, key=lambda v: float(v.tags["test_bpd"]))
+    champion_is_the_better = str(
+        client.get_registered_model("shapes-vae").aliases["champion"]
+    ) == str(best.version)
+    assert champion_is_the_better
+    record(
+        "two sweeps at once, one server and registered model",
+        test="tests/test_tracking_server.py::test_two_sweeps_at_once_log_and_register_on_the_server_and_pull_fetches_over_http",
+        trials=4,
+        runs_in_the_wrong_sweep=wrong,
+        duplicate_runs=duplicated,
+        registered_versions=len(versions),
+        champion_is_the_better=champion_is_the_better,
+    )
 
-    os.environ.update(MLFLOW_TRACKING_USERNAME="admin", MLFLOW_TRACKING_PASSWORD=PASSWORD)
-    try:
-        client = MlflowClient(server)
-        experiment = client.get_experiment_by_name("vae-sweep/shapes")
-        runs = client.search_runs([experiment.experiment_id])
-        assert len(runs) == 3 and all(r.info.status == "FINISHED" for r in runs)
-        assert experiment.artifact_location.startswith("mlflow-artifacts:")  # proxied
-    finally:
-        for key in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
-            os.environ.pop(key)
-
-    cli = shutil.which("vae-sweep")
-    pulled = subprocess.run(
-        [
-            cli,
-            "--tracking-uri",
-            server,
-            "pull",
-            "shapes-vae@champion",
-            "--out",
-            str(tmp_path / "model"),
-        ],
+    pulled = subprocess.run(  # the installed console script, as a user types it
+        [shutil.which("vae-sweep"), "--tracking-uri", server, "pull", "shapes-vae@champion"]
+        + ["--out", str(tmp_path / "model")],
         env=with_credentials(PASSWORD),
         capture_output=True,
         text=True,
@@ -172,20 +207,9 @@ def test_sweep_logs_and_registers_on_the_server_and_pull_fetches_over_http(serve
     assert pulled.returncode == 0, pulled.stderr[-2000:]
     assert (tmp_path / "model" / "checkpoint.safetensors").stat().st_size > 0
 
-    refused = subprocess.run(
-        [
-            cli,
-            "--tracking-uri",
-            server,
-            "pull",
-            "shapes-vae@champion",
-            "--out",
-            str(tmp_path / "nope"),
-        ],
-        env=with_credentials("not-the-password"),
-        capture_output=True,
-        text=True,
-        timeout=300,
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "not-the-password")
+    refused = in_process(
+        cli.main, "--tracking-uri", server, "pull", "shapes-vae", "--out", tmp_path / "nope"
     )
     assert refused.returncode == 2 and "refused" in refused.stderr
     assert "MLFLOW_TRACKING_PASSWORD" in refused.stderr
