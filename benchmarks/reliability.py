@@ -54,7 +54,7 @@ WHAT = {
         "often the sweep finishes",
     ),
     "tracking server down mid-sweep, then back": (
-        "`mlflow server` stopped for ~20 s while 2 trials train, then restarted",
+        "`mlflow server` stopped for ~12 s while 2 trials train, then restarted",
         "trials keep training; their log calls wait in outboxes (carried in checkpoints) and "
         "arrive when the server is back; counted in the summary and a tag",
     ),

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from sweeps import space as spaces
@@ -333,7 +334,7 @@ def spec_from_args(
     storage = v["storage_path"]
     return SweepSpec(
         **{k: v[k] for k in DEFAULTS if k != "storage_path"},
-        space=dict(space),
+        space=MappingProxyType(dict(space)),  # read-only, as the rest of the spec
         base=base,
         name=v.get("name") or f"{base.data.dataset}-{time.strftime('%Y%m%d-%H%M%S')}",
         storage_path=storage if "://" in storage else str(Path(storage).resolve()),

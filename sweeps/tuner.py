@@ -108,7 +108,10 @@ def build_tuner(
     trainable = _trainable(spec, resources, experiment_id, parent)
     if spec.resume:
         return tune.Tuner.restore(
-            spec.experiment_path, trainable=trainable, resume_errored=True, param_space=spec.space
+            spec.experiment_path,
+            trainable=trainable,
+            resume_errored=True,
+            param_space=dict(spec.space),
         )
     if (study_db := optuna_storage(spec)) is not None:
         searcher = make_searcher(spec.name, study_db, spec.seed, spec.max_epochs, METRIC)

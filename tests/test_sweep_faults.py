@@ -115,7 +115,7 @@ def job_dir(tmp_path):
 
 def test_a_killed_trial_worker_is_restored_into_its_own_run(tmp_path):
     job = job_dir(tmp_path)
-    sweep = start(job, "--num-samples", "1", "--max-epochs", "8", "--name", "kill")
+    sweep = start(job, "--num-samples", "1", "--max-epochs", "5", "--name", "kill")
 
     def checkpointed_pid():
         # the files first: opening the MLflow DB while the driver still creates it would race
@@ -135,7 +135,7 @@ def test_a_killed_trial_worker_is_restored_into_its_own_run(tmp_path):
     assert run.info.status == "FINISHED" and run.data.tags["ray.worker_pid"] != str(pid)
     client = MlflowClient(f"sqlite:///{job / 'mlflow.db'}")
     steps = {m.step for m in client.get_metric_history(run.info.run_id, "val_bpd")}
-    assert steps == set(range(1, 9))
+    assert steps == set(range(1, 6))
     lost = trials_lost(job, "kill", runs)
     assert lost == 0
     record(
@@ -145,7 +145,7 @@ def test_a_killed_trial_worker_is_restored_into_its_own_run(tmp_path):
         trials_lost=lost,
         duplicate_runs=len(runs) - 1,
         left_running=sum(r.info.status == "RUNNING" for r in runs),
-        points_missing=8 - len(steps),
+        points_missing=5 - len(steps),
         seconds_to_recover=first_point_after(client, runs, killed_at),
     )
 
@@ -300,7 +300,7 @@ def test_a_disk_that_fills_up_fails_the_trial_naming_the_path(tmp_path):
     with small_disk(tmp_path / "disk", "40m") as disk:
         sweep = subprocess.Popen(
             [sys.executable, "shapes.py", "--smoke-test", "--num-samples", "1", "--name", "full"]
-            + ["--max-epochs", "4", "--grace-period", "4", "--storage-path", str(disk / "ray")]
+            + ["--max-epochs", "3", "--grace-period", "3", "--storage-path", str(disk / "ray")]
             + ["--tracking-uri", f"sqlite:///{job / 'mlflow.db'}"],
             cwd=job,
             stdout=subprocess.PIPE,

@@ -137,7 +137,14 @@ def test_two_sweeps_at_once_log_and_register_on_the_server_and_pull_fetches_over
     sweeps = {
         name: subprocess.Popen(
             [sys.executable, "shapes.py", "--smoke-test", "--name", name, "--seed", seed]
-            + ["--tracking-uri", server, "--storage-path", str(tmp_path / "ray")],
+            + [
+                "--max-epochs",
+                "1",
+                "--tracking-uri",
+                server,
+                "--storage-path",
+                str(tmp_path / "ray"),
+            ],
             cwd=tmp_path,
             env=with_credentials(PASSWORD),
             stdout=subprocess.PIPE,
