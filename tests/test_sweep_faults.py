@@ -198,8 +198,17 @@ def test_an_interrupted_then_killed_sweep_resumes_without_duplicates(tmp_path):
     assert again.returncode == 0, err[-3000:]
     runs = trial_runs(job)
     assert duplicates(runs) == 0 and all(r.info.status in ("FINISHED", "KILLED") for r in runs)
-    assert logged_epochs(client, runs) == BUDGET  # one trial at a time: the budget is exact
-    cut = [r for r in runs if r.info.status == "KILLED"]
+    # A trial the killed driver had started after it last saved its state is unknown to Tune:
+    # its run ends KILLED as lost, and Tune proposes it again. The budget counts what Tune knows.
+    known = {t.trial_id for t in tune.ExperimentAnalysis(str(state)).trials}
+    kept = [r for r in runs if r.data.tags["ray.trial_id"] in known]
+    lost_with_driver = [r for r in runs if r not in kept]
+    assert all(
+        r.data.tags["vae_sweep.stop_reason"] == "lost with the driver; proposed again"
+        for r in lost_with_driver
+    )
+    assert logged_epochs(client, kept) == BUDGET  # one trial at a time: the budget is exact
+    cut = [r for r in kept if r.info.status == "KILLED"]
     assert len(cut) == 1 and cut[0].data.tags["vae_sweep.stop_reason"].endswith(
         f": the sweep's epoch budget ({BUDGET}) was spent"
     )
@@ -208,7 +217,7 @@ def test_an_interrupted_then_killed_sweep_resumes_without_duplicates(tmp_path):
     ]
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     study = optuna.load_study(study_name="cut", storage=f"sqlite:///{state / 'optuna.db'}")
-    assert len(study.trials) == len(runs)
+    assert len(study.trials) == len(runs)  # the lost trial's is told FAIL
     assert all(t.state.name != "RUNNING" for t in study.trials)
     versions = client.search_model_versions("name = 'shapes-vae'")
     assert len(versions) == 1 and "registered   shapes-vae version 1" in out
@@ -228,6 +237,7 @@ def test_an_interrupted_then_killed_sweep_resumes_without_duplicates(tmp_path):
         left_running=sum(r.info.status == "RUNNING" for r in runs),
         runs_running_after_the_kill=left,
         points_logged_twice=points_logged_twice(job, runs),
+        epochs_lost_with_the_driver=logged_epochs(client, lost_with_driver),
         registered_versions=len(versions),
         seconds_to_stop=round(stopped_s, 1),
         seconds_to_recover=first_point_after(client, runs, resumed_at),

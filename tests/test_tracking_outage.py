@@ -16,7 +16,7 @@ from mlflow.tracking import MlflowClient
 from record import record
 from servers import free_port, start_mlflow_server, stop
 
-EPOCHS = 6
+EPOCHS = 8
 
 
 @pytest.fixture
