@@ -1,5 +1,9 @@
 """The end of a sweep: the best trial (lowest val_bpd, on validation) evaluated on the test
 split, registered, the sweep's plots and numbers on its parent run, and the summary printed.
+
+The test evaluation and the IWAE bound (k importance samples over the whole test split) run as a
+Ray task with a trial's resources, so on a cluster they run on a worker, on its GPU when the
+trials had one, not on the head's CPU where the driver is.
 """
 
 from __future__ import annotations
@@ -11,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import ray
+import torch
 from mlflow.entities import Metric, RunTag
 from mlflow.tracking import MlflowClient
 from pyarrow.fs import FileType
@@ -68,8 +74,28 @@ def best_checkpoint(results):
     return result, checkpoint, metrics
 
 
+@ray.remote(max_retries=2)
+def evaluate(checkpoint, cpus: float) -> dict[str, Any]:
+    """test_bpd and the IWAE bound of a checkpoint, where Ray put this task; and where that
+    was (node, device)."""
+    torch.set_num_threads(max(1, math.floor(cpus)))
+    device = "cuda" if ray.get_gpu_ids() and torch.cuda.is_available() else "cpu"
+    with checkpoint.as_directory() as folder:
+        path = Path(folder) / CHECKPOINT_NAME
+        ckpt = read_checkpoint(path)
+        model = load_model(path, device)
+    data = load_splits(ckpt.config, progress=False)  # the node cache, as the trials read it
+    test = final_metrics(model, data.test.images, k=ckpt.config.train.iwae_samples)
+    return {**test, "node": ray.get_runtime_context().get_node_id(), "device": device}
+
+
 def finish(
-    spec: SweepSpec, results, parent: str, study_db: str | None, logs: dict[str, int]
+    spec: SweepSpec,
+    results,
+    parent: str,
+    study_db: str | None,
+    logs: dict[str, int],
+    resources: dict[str, float],
 ) -> Outcome:
     """Evaluate, register and draw the best trial of `results` (Tune's ResultGrid)."""
     if (found := best_checkpoint(results)) is None:
@@ -79,11 +105,15 @@ def finish(
             f"{errors or 'none ran'}"
         )
     best, checkpoint, reported = found
+    task = evaluate.options(num_cpus=resources["cpu"], num_gpus=resources["gpu"])
+    test = ray.get(task.remote(checkpoint, resources["cpu"]))
+    where = {
+        "vae_sweep.evaluated_on": test.pop("node"),
+        "vae_sweep.evaluation_device": test.pop("device"),
+    }
     with checkpoint.as_directory() as folder:
         path = Path(folder) / CHECKPOINT_NAME
         ckpt = read_checkpoint(path)
-        data = load_splits(ckpt.config, progress=False)
-        test = final_metrics(load_model(path), data.test.images, k=ckpt.config.train.iwae_samples)
         best_record = next(r for r in ckpt.history if r["epoch"] == ckpt.epoch)
         run_id = reported["mlflow_run_id"]
         tags = {
@@ -110,6 +140,7 @@ def finish(
             RunTag("best_trial_run_id", run_id),
             RunTag("registered_model", f"{spec.registry_name}/{registered.version}"),
             RunTag("registered_alias", registered.alias),
+            *(RunTag(k, v) for k, v in where.items()),
         ],
     )
     log_sweep_plots(client, parent, results, spec.name, study_db, best)

@@ -24,6 +24,7 @@ KEPT = "vae_sweep.kept"  # on the parent: the flags a resumed sweep keeps (JSON)
 STOP_REASON = "vae_sweep.stop_reason"
 ERROR = "vae_sweep.error"
 DIVERGED = "vae_sweep.diverged"  # set on a trial run whose loss became NaN/inf
+DEVICE = "vae_sweep.device"  # on a trial run: where it trained (cuda:0, cpu, cpu (why))
 PARENT = "mlflow.parentRunId"
 TRIAL_ID = "ray.trial_id"
 MAX_PARAM_LENGTH = 6000  # MLflow's limit on a param value

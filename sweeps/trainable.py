@@ -25,10 +25,10 @@ from ray import tune
 
 from sweeps import outbox
 from sweeps.lifecycle import TrialRun
-from sweeps.tracking import DIVERGED, ERROR
+from sweeps.tracking import DEVICE, DIVERGED, ERROR
 from vae_core import Config, DivergenceError, fit, load_splits, read_checkpoint
 from vae_core.checkpoint import CHECKPOINT_NAME
-from vae_core.trainer import TrainState
+from vae_core.trainer import TrainState, select_device
 
 REPORTED = ("train_loss", "val_bpd", "val_nelbo", "val_mse", "val_kl", "active_units", "sigma_x")
 
@@ -44,6 +44,7 @@ class SweepContext:
     max_epochs: int
     image_every: int  # log image grids every this many epochs (and at the end)
     cpus_per_trial: float
+    gpus_per_trial: float = 0.0
 
     def trial_config(self, params: dict[str, Any]) -> Config:
         """base config + the sampled params + the sweep's epoch budget."""
@@ -78,8 +79,13 @@ def train_trial(params: dict[str, Any], context: SweepContext) -> None:
             tags={
                 "ray.node_id": ray.get_runtime_context().get_node_id(),
                 "ray.worker_pid": str(os.getpid()),
+                DEVICE: device_used(config, context.gpus_per_trial),
             },
-            params=config.flat(),
+            params={
+                **config.flat(),
+                "resources.cpu": context.cpus_per_trial,
+                "resources.gpu": context.gpus_per_trial,
+            },
         )
     run.restore_outbox(kept)
     shutil.rmtree(kept, ignore_errors=True)
@@ -125,6 +131,17 @@ def train_trial(params: dict[str, Any], context: SweepContext) -> None:
         run.end("FAILED", tags)
         raise
     run.end("FINISHED")  # rarely reached: the driver's CloseTrialRuns ends the run
+
+
+def device_used(config: Config, gpus: float) -> str:
+    """Where this trial trains, as vae_core's trainer picks it, and why when a GPU it was given
+    goes unused: `cuda:0`, `cpu`, `cpu (1 GPU given, but torch sees no CUDA device)`."""
+    device = select_device(config.train.device)
+    if device.type == "cuda":
+        return f"cuda:{device.index or 0}"
+    if gpus > 0 and not torch.cuda.is_available():
+        return f"cpu ({gpus:g} GPU given, but torch sees no CUDA device)"
+    return "cpu"
 
 
 @contextmanager

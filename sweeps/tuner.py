@@ -95,7 +95,8 @@ def _trainable(spec: SweepSpec, resources: dict[str, float], experiment_id: str,
         parent_run_id=parent,
         max_epochs=spec.max_epochs,
         image_every=spec.image_every,
-        cpus_per_trial=spec.cpus_per_trial,
+        cpus_per_trial=resources["cpu"],
+        gpus_per_trial=resources["gpu"],
     )
     return tune.with_resources(tune.with_parameters(train_trial, context=context), resources)
 

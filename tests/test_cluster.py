@@ -19,9 +19,10 @@ from sweeps.tracking import ROLE
 
 @pytest.fixture
 def cluster():
-    # The head gets no CPU: every trial must go to a worker node.
+    # The head gets no CPU: every trial must go to a worker node. The workers declare a GPU
+    # each (a Ray resource; there is no CUDA here), as the GPU nodes of cluster/config.yaml.
     cluster = Cluster(initialize_head=True, connect=False, head_node_args={"num_cpus": 0})
-    nodes = [cluster.add_node(num_cpus=1) for _ in range(2)]
+    nodes = [cluster.add_node(num_cpus=1, num_gpus=1) for _ in range(2)]
     cluster.wait_for_nodes()
     yield cluster, {node.node_id for node in nodes}
     cluster.shutdown()
@@ -29,7 +30,8 @@ def cluster():
 
 def test_a_lost_worker_node_s_trial_finishes_on_the_other_from_its_checkpoint(cluster, tmp_path):
     """Two trials spread over the two one-CPU workers (never the head, which has no CPU);
-    one worker node is removed mid-sweep and its trial finishes on the other."""
+    one worker node is removed mid-sweep and its trial finishes on the other; the best model's
+    test evaluation runs on a worker too, not beside the driver."""
     cluster, worker_ids = cluster
     nodes = {node.node_id: node for node in cluster.worker_nodes}
     shutil.copy(REPO / "sweeps" / "shapes.py", tmp_path / "shapes.py")
@@ -60,6 +62,11 @@ def test_a_lost_worker_node_s_trial_finishes_on_the_other_from_its_checkpoint(cl
         assert sweep.poll() is None and time.monotonic() < deadline, sweep.communicate()[1][-3000:]
         time.sleep(0.2)
     assert {r.data.tags["ray.node_id"] for r in trial_runs()} == worker_ids  # both, not the head
+    for run in trial_runs():  # a GPU each by default on a cluster with GPUs; no CUDA: said so
+        assert run.data.params["resources.gpu"] == "1.0"
+        assert (
+            run.data.tags["vae_sweep.device"] == "cpu (1 GPU given, but torch sees no CUDA device)"
+        )
     victim = trial_runs()[0]
     lost_node = victim.data.tags["ray.node_id"]
     cluster.remove_node(nodes[lost_node], allow_graceful=False)
@@ -74,6 +81,10 @@ def test_a_lost_worker_node_s_trial_finishes_on_the_other_from_its_checkpoint(cl
     steps = {m.step for m in history}
     assert steps == set(range(1, 7))
     assert "registered   shapes-vae version 1" in out
+    parent = next(
+        r for r in MlflowClient(uri).search_runs(["1"]) if r.data.tags.get(ROLE) == "sweep"
+    )
+    assert parent.data.tags["vae_sweep.evaluated_on"] in worker_ids  # the best, on a worker
     record(
         "worker node lost mid-sweep",
         test="tests/test_cluster.py::test_a_lost_worker_node_s_trial_finishes_on_the_other_from_its_checkpoint",

@@ -87,6 +87,9 @@ def test_one_parent_run_and_one_nested_child_per_trial(done):
     assert parent.data.params["base.data.dataset"] == "shapes"
     assert parent.data.tags["vae_sweep.command"].startswith("shapes.py --smoke-test")
     assert {"test_bpd", "test_iwae_nll", "val_bpd"} <= set(parent.data.metrics)
+    # The test evaluation ran as a Ray task with a trial's resources (no GPU here: the CPU).
+    assert parent.data.tags["vae_sweep.evaluation_device"] == "cpu"
+    assert parent.data.tags["vae_sweep.evaluated_on"] == children[0].data.tags["ray.node_id"]
     sweep_files = {a.path for a in client.list_artifacts(parent.info.run_id, "sweep")}
     assert {
         "sweep/rate_distortion.png",
@@ -99,7 +102,11 @@ def test_one_parent_run_and_one_nested_child_per_trial(done):
         tags = child.data.tags
         assert tags["mlflow.parentRunId"] == parent.info.run_id
         assert child.info.run_name.startswith("train_trial_") and tags["ray.trial_id"]
-        assert tags["ray.node_id"]
+        assert tags["ray.node_id"] and tags["vae_sweep.device"] == "cpu"
+        assert (child.data.params["resources.cpu"], child.data.params["resources.gpu"]) == (
+            "1.0",
+            "0.0",
+        )
         assert child.info.status in ("FINISHED", "KILLED")  # none left RUNNING
         assert child.data.params["model.latent_dim"] in ("4", "8", "16", "32")
         history = client.get_metric_history(child.info.run_id, "val_bpd")
