@@ -162,9 +162,9 @@ class SweepSpec:
                     f"with {_shown(was)}; a resumed sweep keeps it (Tune saved its searcher, "
                     "scheduler and stopper with it): leave the flag out, or start a new sweep"
                 )
+        described = spaces.describe_space(dict(self.space))
         for key, was in recorded.get("space", {}).items():
-            now = spaces.describe_space(dict(self.space)).get(key)
-            if now != was:
+            if (now := described.get(key)) != was:
                 raise SpecError(
                     f"search space '{key}': {now or 'removed'}, but sweep {self.name} was "
                     f"started with {was}; a resumed sweep searches the space it started with"
@@ -174,6 +174,8 @@ class SweepSpec:
                 f"--smoke-test: sweep {self.name} was started "
                 f"{'with' if changes['smoke_test'] else 'without'} it; pass the same"
             )
+        if "seed" in changes:  # the base config carries the seed to every trial
+            changes["base"] = self.base.replace(seed=changes["seed"])
         return dataclasses.replace(self, **changes)
 
 

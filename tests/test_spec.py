@@ -62,6 +62,7 @@ def test_a_resumed_spec_keeps_what_the_sweep_started_with():
     started = spec("--num-samples", "5", "--scheduler", "fifo", "--seed", "3", "--name", "s")
     resumed = spec("--resume", "--name", "s", "--image-every", "2").resumed(started.kept())
     assert (resumed.num_samples, resumed.scheduler, resumed.seed) == (5, "fifo", 3)
+    assert resumed.base.train.seed == 3  # what the trials train with, not the default 0
     assert resumed.image_every == 2  # not kept: a trial reads it from the new driver
     same = spec("--resume", "--name", "s", "--seed", "3").resumed(started.kept())
     assert same.seed == 3
