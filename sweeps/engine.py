@@ -7,7 +7,8 @@ needs is the installed package. Who does what:
 
     spec.py       the flags and the space, checked once (SweepSpec)
     space.py      search-space checks and readable descriptions
-    tuner.py      the Tuner: resources, searcher, scheduler, budgets, restore
+    cluster.py    what the cluster has and may start: each trial's resources
+    tuner.py      the Tuner: searcher, scheduler, budgets, restore
     lifecycle.py  the MLflow runs, parent and trials: the only code that ends one
     finish.py     the best trial evaluated, registered, drawn and summarised
 """
@@ -26,6 +27,7 @@ from ray import tune
 
 from sweeps import preflight, searcher
 from sweeps import tuner as tuners
+from sweeps.cluster import Cluster
 from sweeps.finish import Outcome, finish, git_sha, print_summary
 from sweeps.lifecycle import SweepInterrupted, SweepRuns
 from sweeps.space import describe_space
@@ -69,8 +71,8 @@ def run_sweep(spec: SweepSpec) -> Outcome:
     started_ray = not ray.is_initialized()
     if started_ray:
         ray.init(log_to_driver=True, include_dashboard=False)
-    resources = tuners.trial_resources(spec)
-    preflight.check_resources(resources["cpu"], resources["gpu"], tuners.may_grow(started_ray))
+    cluster = Cluster.look(started_ray)
+    resources = cluster.trial_resources(spec.cpus_per_trial, spec.gpus_per_trial)
     preflight.check_data_on_nodes(spec.base)
 
     parent = runs.open(_parent_params(spec), _parent_tags(spec), spec.kept())

@@ -1,15 +1,17 @@
 """The end of a sweep: the best trial (lowest val_bpd, on validation) evaluated on the test
 split, registered, the sweep's plots and numbers on its parent run, and the summary printed.
 
-The test evaluation and the IWAE bound (k importance samples over the whole test split) run as a
-Ray task with a trial's resources, so on a cluster they run on a worker, on its GPU when the
-trials had one, not on the head's CPU where the driver is.
+The test evaluation, the IWAE bound (k importance samples over the whole test split) and the
+final image grids run as a Ray task with a trial's resources, so on a cluster they run on a
+worker, on its GPU when the trials had one, not on the head's CPU where the driver is; the
+driver only logs and registers.
 """
 
 from __future__ import annotations
 
 import math
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,9 +27,11 @@ from sweeps.plots import log_sweep_plots
 from sweeps.registry import Registered, log_and_register
 from sweeps.spec import METRIC, SweepSpec
 from sweeps.trainable import REPORTED
-from vae_core import load_splits, read_checkpoint
+from vae_core import load_splits, read_checkpoint, viz
 from vae_core.checkpoint import CHECKPOINT_NAME, load_model
 from vae_core.metrics import final_metrics
+
+BEST_GRIDS = "best"  # the best model's test-split grids, on the sweep's run
 
 
 @dataclass
@@ -86,7 +90,28 @@ def evaluate(checkpoint, cpus: float) -> dict[str, Any]:
         model = load_model(path, device)
     data = load_splits(ckpt.config, progress=False)  # the node cache, as the trials read it
     test = final_metrics(model, data.test.images, k=ckpt.config.train.iwae_samples)
-    return {**test, "node": ray.get_runtime_context().get_node_id(), "device": device}
+    node = ray.get_runtime_context().get_node_id()
+    return {**test, "node": node, "device": device, "grids": _grids(model, data.test.images)}
+
+
+def _grids(model, images: torch.Tensor, seed: int = 0) -> dict[str, bytes]:
+    """The best model's picture, drawn where it was evaluated: test images beside their
+    reconstructions, samples from the prior, interpolations between test images (PNG)."""
+    with tempfile.TemporaryDirectory() as folder:
+        drawn = [
+            viz.reconstruction_grid(model, images[:32], Path(folder) / "reconstructions.png"),
+            viz.sample_grid(model, Path(folder) / "samples.png", seed=seed),
+            viz.interpolation_grid(model, images[:16], Path(folder) / "interpolations.png"),
+        ]
+        return {path.name: path.read_bytes() for path in drawn}
+
+
+def _log_grids(client: MlflowClient, run_id: str, grids: dict[str, bytes]) -> None:
+    """The grids under one fixed path, `best/`, on the sweep's run."""
+    with tempfile.TemporaryDirectory() as folder:
+        for name, png in grids.items():
+            (Path(folder) / name).write_bytes(png)
+        client.log_artifacts(run_id, folder, BEST_GRIDS)
 
 
 def finish(
@@ -107,6 +132,7 @@ def finish(
     best, checkpoint, reported = found
     task = evaluate.options(num_cpus=resources["cpu"], num_gpus=resources["gpu"])
     test = ray.get(task.remote(checkpoint, resources["cpu"]))
+    grids = test.pop("grids")
     where = {
         "vae_sweep.evaluated_on": test.pop("node"),
         "vae_sweep.evaluation_device": test.pop("device"),
@@ -143,6 +169,7 @@ def finish(
             *(RunTag(k, v) for k, v in where.items()),
         ],
     )
+    _log_grids(client, parent, grids)
     log_sweep_plots(client, parent, results, spec.name, study_db, best)
     return Outcome(
         spec.name,

@@ -1,6 +1,6 @@
 """Checks made before a sweep spends compute: each names the input, the place and what would
 work. The storage path takes the checkpoints, every node that can run trials can read the
-data, and some node can hold a trial's resources."""
+data."""
 
 from __future__ import annotations
 
@@ -105,22 +105,6 @@ def check_data_on_nodes(config: Config) -> None:
             + "\nput the data at the same path on every node, or prepare it once into a "
             "shared file (vae-data prepare ... --out s3://...) and pass --data-path"
         )
-
-
-def check_resources(cpus: float, gpus: float, autoscaling: bool) -> None:
-    """Some node must be able to hold one trial; on a cluster whose autoscaler may still add
-    nodes, only say so."""
-    nodes = [n["Resources"] for n in ray.nodes() if n["Alive"]]
-    if any(r.get("CPU", 0) >= cpus and r.get("GPU", 0) >= gpus for r in nodes):
-        return
-    most = max(nodes, key=lambda r: (r.get("GPU", 0), r.get("CPU", 0)), default={})
-    message = (
-        f"--cpus-per-trial {cpus:g} / --gpus-per-trial {gpus:g}: no node has that much "
-        f"(the largest has {most.get('CPU', 0):g} CPUs, {most.get('GPU', 0):g} GPUs)"
-    )
-    if not autoscaling:
-        raise PreflightError(message + "; ask for less per trial")
-    print(f"vae-sweep: {message}; waiting for the autoscaler to add one", flush=True)
 
 
 def check_own_state(folder: str) -> None:

@@ -34,7 +34,7 @@ DEFAULTS: dict[str, Any] = {
     "max_epochs": 10,
     "grace_period": 1,
     "image_every": 5,
-    "gpus_per_trial": None,  # decided from the cluster (sweeps.tuner.trial_resources)
+    "gpus_per_trial": None,  # decided from the cluster (sweeps.cluster)
     "cpus_per_trial": 1.0,
     "max_concurrent": None,
     "time_budget": None,

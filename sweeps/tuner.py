@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import ray
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
@@ -18,22 +17,6 @@ from sweeps.lifecycle import EndTrialRuns, Stops, trial_epoch
 from sweeps.searcher import make_searcher
 from sweeps.spec import METRIC, SweepSpec
 from sweeps.trainable import SweepContext, train_trial
-
-
-def trial_resources(spec: SweepSpec) -> dict[str, float]:
-    """CPUs and GPUs each trial asks for; GPUs default to 1 when the cluster has any."""
-    gpus = spec.gpus_per_trial
-    if gpus is None:
-        gpus = 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
-    return {"cpu": spec.cpus_per_trial, "gpu": gpus}
-
-
-def may_grow(started_ray: bool) -> bool:
-    """True when this driver joined a running cluster (`ray submit`, RAY_ADDRESS), whose
-    autoscaler may add nodes, rather than starting a local Ray of its own. ray.init() joins a
-    cluster started on this machine without saying so; its node object tells (private API)."""
-    node = getattr(ray._private.worker, "_global_node", None)
-    return not (started_ray and getattr(node, "head", False))
 
 
 def stops(spec: SweepSpec) -> Stops:

@@ -1,5 +1,7 @@
-"""Real servers for tests: a free loopback port, and `mlflow server` on an SQLite store."""
+"""Real servers for tests: a free loopback port, `mlflow server` on an SQLite store, and a
+guard for tests that own every Ray process of the machine."""
 
+import contextlib
 import socket
 import subprocess
 import sys
@@ -42,3 +44,40 @@ def start_mlflow_server(folder: Path, port: int) -> subprocess.Popen:
 def stop(server: subprocess.Popen) -> None:
     server.terminate()
     server.wait(timeout=60)
+
+
+def ray_processes() -> list[str]:
+    """This machine's Ray processes (GCS, raylets, workers, the monitor): 'pid command'."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            words = cmdline.read_bytes().split(b"\0")
+        except OSError:  # ended meanwhile
+            continue
+        if any(b"site-packages/ray/" in word for word in words):
+            command = b" ".join(words)[:120].decode(errors="replace")
+            found.append(f"{cmdline.parent.name} {command}")
+    return found
+
+
+@contextlib.contextmanager
+def whole_machine_ray():
+    """For tests that run `ray stop` (the autoscaler harness, `ray up`/`ray down`), which ends
+    every Ray process of the user on the machine: they start with none running (this test
+    process's own Ray is shut down) and leave none behind."""
+    import ray
+
+    ray.shutdown()
+    deadline = time.monotonic() + 30
+    while (running := ray_processes()) and time.monotonic() < deadline:
+        time.sleep(0.5)  # the previous test's Ray still winding down
+    assert not running, "another Ray runs here; `ray stop` would end it:\n" + "\n".join(running)
+    try:
+        yield
+    finally:
+        ray_cli = Path(sys.executable).with_name("ray")
+        subprocess.run([ray_cli, "stop", "--force"], capture_output=True, check=False)
+        deadline = time.monotonic() + 30
+        while (left := ray_processes()) and time.monotonic() < deadline:
+            time.sleep(0.5)
+    assert not left, "Ray processes left behind:\n" + "\n".join(left)

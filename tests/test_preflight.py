@@ -1,6 +1,7 @@
 """The checks a sweep makes before it spends compute, on real file systems and a real
 multi-node Ray: each names the path or node and what would work."""
 
+import dataclasses
 import os
 
 import pytest
@@ -9,6 +10,7 @@ from conftest import make_splits, small_disk, tiny_config
 from ray.cluster_utils import Cluster
 
 from sweeps import preflight
+from sweeps.cluster import Cluster as SweepCluster
 from vae_core import Config, fit
 
 
@@ -70,8 +72,11 @@ def test_data_missing_on_worker_nodes_is_named_per_node(cluster, tmp_path):
 
 
 def test_a_trial_larger_than_every_node_is_refused_unless_the_cluster_may_grow(cluster, capsys):
-    preflight.check_resources(1, 0, autoscaling=False)
+    joined = SweepCluster.look(started_ray=False)
+    assert joined.joined and len(joined.nodes) == 3
+    fixed = dataclasses.replace(joined, startable=())  # an autoscaler that may start nothing
+    fixed.check_fits(1, 0)
     with pytest.raises(preflight.PreflightError, match="no node has that much .the largest has"):
-        preflight.check_resources(1, 1, autoscaling=False)
-    preflight.check_resources(2, 0, autoscaling=True)  # the autoscaler may add a bigger node
-    assert "waiting for the autoscaler" in capsys.readouterr().out
+        fixed.check_fits(1, 1)
+    dataclasses.replace(joined, startable=None).check_fits(2, 0)  # may add a bigger node
+    assert "waiting for the autoscaler to add one" in capsys.readouterr().out

@@ -16,6 +16,7 @@ import pytest
 from conftest import REPO, migrated_store
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
+from PIL import Image
 from ray import tune
 
 from sweeps import cli
@@ -96,6 +97,12 @@ def test_one_parent_run_and_one_nested_child_per_trial(done):
         "sweep/rate_distortion.html",
         "sweep/optimization_history.png",
     } <= sweep_files
+    best = {a.path for a in client.list_artifacts(parent.info.run_id, "best")}
+    grids = {"reconstructions.png", "samples.png", "interpolations.png"}  # drawn by the task
+    assert best == {f"best/{name}" for name in grids}
+    png = client.download_artifacts(parent.info.run_id, "best/reconstructions.png", str(job))
+    width, height = Image.open(png).size
+    assert width == height and (width - 9 * 2) % 8 == 0  # 8 x 8 tiles: 32 images, 32 recons
     killed = [c for c in children if c.info.status == "KILLED"]
     assert killed, "ASHA stopped no trial of this seed: the checks below would be vacuous"
     for child in children:
