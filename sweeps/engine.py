@@ -19,16 +19,15 @@ import argparse
 import sys
 import time
 from collections.abc import Callable, Mapping
-from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 import ray
 from ray import tune
 
-from sweeps import preflight, searcher
+from sweeps import preflight, provenance, searcher
 from sweeps import tuner as tuners
 from sweeps.cluster import Cluster
-from sweeps.finish import Outcome, finish, git_sha, print_summary
+from sweeps.finish import Outcome, finish, print_summary
 from sweeps.lifecycle import SweepInterrupted, SweepRuns
 from sweeps.space import describe_space
 from sweeps.spec import METRIC, SweepSpec, build_parser, parse_spec
@@ -76,6 +75,8 @@ def run_sweep(spec: SweepSpec) -> Outcome:
     preflight.check_data_on_nodes(spec.base)
 
     parent = runs.open(_parent_params(spec), _parent_tags(spec), spec.kept())
+    if not spec.resume and (script := provenance.script()) is not None:
+        runs.client.log_artifact(parent, str(script), "sweep")  # the space as written
     study_db = tuners.optuna_storage(spec)
     try:
         started = time.monotonic()
@@ -111,10 +112,4 @@ def _parent_params(spec: SweepSpec) -> dict[str, Any]:
 
 
 def _parent_tags(spec: SweepSpec) -> dict[str, str]:
-    tags = {"dataset": spec.dataset, "git_sha": git_sha(), "vae_sweep.command": spec.command}
-    for package in ("vae-sweep", "ray", "optuna", "mlflow", "torch", "pyarrow"):
-        try:
-            tags[f"version.{package}"] = version(package)
-        except PackageNotFoundError:
-            tags[f"version.{package}"] = "not installed"
-    return tags
+    return {"dataset": spec.dataset, "vae_sweep.command": spec.command, **provenance.tags()}

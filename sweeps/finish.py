@@ -10,7 +10,6 @@ driver only logs and registers.
 from __future__ import annotations
 
 import math
-import subprocess
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from mlflow.entities import Metric, RunTag
 from mlflow.tracking import MlflowClient
 from pyarrow.fs import FileType
 
+from sweeps import provenance
 from sweeps.plots import log_sweep_plots
 from sweeps.registry import Registered, log_and_register
 from sweeps.spec import METRIC, SweepSpec
@@ -44,20 +44,6 @@ class Outcome:
     parent_run_id: str
     tracking_uri: str
     logs: dict[str, int] = field(default_factory=dict)  # late / dropped / pending log calls
-
-
-def git_sha() -> str:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=Path(__file__).parent,
-            capture_output=True,
-            text=True,
-            timeout=10,
-        )
-        return out.stdout.strip() or "unknown"
-    except OSError:
-        return "unknown"
 
 
 def best_checkpoint(results):
@@ -152,7 +138,8 @@ def finish(
             "epoch": str(ckpt.epoch),
             "sweep_run_id": parent,
             "trial_run_id": run_id,
-            "git_sha": git_sha(),
+            "git_sha": provenance.git_sha(),
+            "source_sha256": provenance.source_hash(),
         }
         registered = log_and_register(spec.tracking_uri, parent, path, spec.registry_name, tags)
     client = MlflowClient(spec.tracking_uri)

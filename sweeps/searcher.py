@@ -7,20 +7,59 @@ reported value (TPE ranks pruned trials by it, below complete ones), and a trial
 FAIL, as before. The result that made ASHA stop a trial reaches the searcher only through
 on_trial_complete, not on_trial_result: it is reported here, so the pruned trial's value is its
 last epoch's, not the one before.
+
+The study is an SQLite file on the driver. When the sweep's state is on remote storage (s3://)
+the driver's disk may not outlive it (a new head, a KubeRay emptyDir): each time Tune saves the
+searcher, a consistent copy of the study goes beside it, into the folder Tune uploads, and a
+restore on a driver without the study fetches that copy back from the storage.
 """
 
 from __future__ import annotations
 
+import sqlite3
+import tempfile
+from pathlib import Path
+
 import optuna
+import pyarrow.fs as pafs
 from optuna.trial import TrialState
 from ray.tune.result import TRAINING_ITERATION
 from ray.tune.search.optuna import OptunaSearch
 
+STUDY_COPY = "optuna-study.db"  # beside the searcher's state in the sweep's folder
+
 
 class PruningAwareOptunaSearch(OptunaSearch):
-    def __init__(self, *args, max_iterations: int, **kwargs) -> None:
+    def __init__(self, *args, max_iterations: int, study_copy: str | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self._max_iterations = max_iterations  # epochs a trial runs unless stopped
+        self._study_copy = study_copy  # URI of the study's copy beside the sweep's state
+
+    def _study_file(self) -> Path | None:
+        url = getattr(self._storage, "url", "") or ""
+        return Path(url.removeprefix("sqlite:///")) if url.startswith("sqlite:///") else None
+
+    def save(self, checkpoint_path: str) -> None:
+        super().save(checkpoint_path)
+        if self._study_copy and (study := self._study_file()) is not None:
+            _copy_sqlite(study, Path(checkpoint_path).with_name(STUDY_COPY))
+
+    def restore(self, checkpoint_path: str) -> None:
+        """Tune's saved searcher; and on a driver whose study has fewer trials than the copy
+        saved with it (a new head: restoring made it an empty one), the copy. The copy was
+        taken with the pickled state, so the two agree."""
+        super().restore(checkpoint_path)
+        if not self._study_copy or (study := self._study_file()) is None:
+            return
+        with tempfile.TemporaryDirectory() as folder:
+            saved = Path(folder) / STUDY_COPY
+            fs, path = pafs.FileSystem.from_uri(self._study_copy)
+            if fs.get_file_info(path).type == pafs.FileType.NotFound:
+                return
+            pafs.copy_files(path, str(saved), source_filesystem=fs)
+            if _trials_in(study) < _trials_in(saved):  # in place: the study has it open
+                with sqlite3.connect(saved) as src, sqlite3.connect(study) as dst:
+                    src.backup(dst)
 
     def on_trial_complete(
         self, trial_id: str, result: dict | None = None, error: bool = False
@@ -39,10 +78,37 @@ class PruningAwareOptunaSearch(OptunaSearch):
         self._completed_trials.add(trial_id)
 
 
+def _trials_in(study: Path) -> int:
+    """Trials an Optuna SQLite file holds (0 when it has no study yet)."""
+    if not study.exists():
+        return 0
+    with sqlite3.connect(study) as db:
+        try:
+            return db.execute("SELECT COUNT(*) FROM trials").fetchone()[0]
+        except sqlite3.OperationalError:  # no tables
+            return 0
+
+
+def _copy_sqlite(source: Path, target: Path) -> None:
+    """A consistent copy of an SQLite file (its backup API), written then renamed: Tune may
+    upload the folder at any time."""
+    partial = target.with_name(f".{target.name}.partial")
+    with sqlite3.connect(source) as src, sqlite3.connect(partial) as dst:
+        src.backup(dst)
+    partial.replace(target)
+
+
 def make_searcher(
-    study_name: str, storage_url: str, seed: int, max_epochs: int, metric: str = "val_bpd"
+    study_name: str,
+    storage_url: str,
+    seed: int,
+    max_epochs: int,
+    metric: str = "val_bpd",
+    study_copy: str | None = None,
 ) -> PruningAwareOptunaSearch:
-    """TPE, seeded, on a persistent study named after the sweep (two sweeps never merge)."""
+    """TPE, seeded, on a persistent study named after the sweep (two sweeps never merge);
+    with `study_copy` (its URI beside the sweep's state on remote storage), the study travels
+    with the state."""
     return PruningAwareOptunaSearch(
         metric=metric,
         mode="min",
@@ -50,6 +116,7 @@ def make_searcher(
         storage=optuna.storages.RDBStorage(storage_url),
         sampler=optuna.samplers.TPESampler(seed=seed),
         max_iterations=max_epochs,
+        study_copy=study_copy,
     )
 
 

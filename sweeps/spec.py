@@ -132,7 +132,12 @@ class SweepSpec:
     @property
     def experiment_path(self) -> str:
         """Where Tune keeps this sweep's state and trials."""
-        return f"{self.storage_path.rstrip('/')}/{self.name}"
+        return self.on_storage(self.name)
+
+    def on_storage(self, *parts: str) -> str:
+        """A path under --storage-path, its URI's query (`?region=...`) kept at the end."""
+        base, mark, query = self.storage_path.partition("?")
+        return "/".join([base.rstrip("/"), *parts]) + mark + query
 
     @property
     def budgeted(self) -> bool:

@@ -14,7 +14,7 @@ from ray.tune.stopper import Stopper
 
 from sweeps import preflight
 from sweeps.lifecycle import EndTrialRuns, Stops, trial_epoch
-from sweeps.searcher import make_searcher
+from sweeps.searcher import STUDY_COPY, make_searcher
 from sweeps.spec import METRIC, SweepSpec
 from sweeps.trainable import SweepContext, train_trial
 
@@ -33,7 +33,8 @@ def check_restorable(spec: SweepSpec) -> None:
 
 def optuna_storage(spec: SweepSpec) -> str | None:
     """The Optuna study's SQLite file (TPE sweeps only): beside the trials when the storage
-    is local, in the user's cache when it is remote (the study lives on the driver)."""
+    is local, in the user's cache when it is remote (the study lives on the driver, and a copy
+    travels with the sweep's state: sweeps.searcher)."""
     if spec.search != "tpe":
         return None
     folder = (
@@ -98,7 +99,15 @@ def build_tuner(
             param_space=dict(spec.space),
         )
     if (study_db := optuna_storage(spec)) is not None:
-        searcher = make_searcher(spec.name, study_db, spec.seed, spec.max_epochs, METRIC)
+        remote = "://" in spec.storage_path  # the driver's disk may not outlive the sweep
+        searcher = make_searcher(
+            spec.name,
+            study_db,
+            spec.seed,
+            spec.max_epochs,
+            METRIC,
+            study_copy=spec.on_storage(spec.name, STUDY_COPY) if remote else None,
+        )
         if spec.max_concurrent:
             searcher = ConcurrencyLimiter(searcher, max_concurrent=spec.max_concurrent)
     else:

@@ -15,19 +15,15 @@ from ray import tune
 from record import record
 
 
-def start(job, *flags):
+def start(job, *flags, storage=None, home=None, cwd=None):
+    """The sweep script as a user runs it; `home` and `cwd` for a driver on another head."""
+    env = {**os.environ, "HOME": str(home)} if home is not None else None
     return subprocess.Popen(
-        [
-            sys.executable,
-            str(job / "shapes.py"),
-            "--smoke-test",
-            "--storage-path",
-            str(job / "ray"),
-            "--tracking-uri",
-            f"sqlite:///{job / 'mlflow.db'}",
-            *flags,
-        ],
-        cwd=job,
+        [sys.executable, str(job / "shapes.py"), "--smoke-test"]
+        + ["--storage-path", storage or str(job / "ray")]
+        + ["--tracking-uri", f"sqlite:///{job / 'mlflow.db'}", *flags],
+        cwd=cwd or job,
+        env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -159,8 +155,18 @@ def logged_epochs(client, runs) -> int:
 def test_an_interrupted_then_killed_sweep_resumes_without_duplicates(tmp_path):
     """Ctrl+C, --resume with the name alone (the flags the sweep started with are kept),
     SIGKILL of that driver, --resume again: one run per trial, nothing RUNNING, one
-    registration, and an epoch budget that counts every epoch trained before each stop."""
+    registration, and an epoch budget that counts every epoch trained before each stop.
+    The state is on storage given as a URI (file://, as s3:// would be) and each driver runs
+    on a new head: an empty HOME (the Optuna study's cache is gone) and another folder."""
     job = job_dir(tmp_path)
+    storage, home = f"file://{job / 'ray'}", job / "head"
+
+    def new_head(number: int) -> dict:
+        shutil.rmtree(home, ignore_errors=True)
+        home.mkdir()
+        (job / f"cwd{number}").mkdir()
+        return {"storage": storage, "home": home, "cwd": job / f"cwd{number}"}
+
     flags = ("--num-samples", "3", "--max-epochs", "4", "--max-concurrent", "1")
     flags += ("--scheduler", "fifo", "--epoch-budget", str(BUDGET), "--name", "cut")
     client = MlflowClient(f"sqlite:///{job / 'mlflow.db'}")
@@ -169,7 +175,7 @@ def test_an_interrupted_then_killed_sweep_resumes_without_duplicates(tmp_path):
     def checkpoints() -> int:
         return sum(1 for _ in state.glob("train_trial_*/checkpoint_*"))
 
-    sweep = start(job, *flags)
+    sweep = start(job, *flags, **new_head(1))
     wait_for(sweep, lambda: list(state.glob("train_trial_*/checkpoint_000001")), "2 epochs")
     sweep.send_signal(signal.SIGINT)
     interrupted_at = time.monotonic()
@@ -180,7 +186,7 @@ def test_an_interrupted_then_killed_sweep_resumes_without_duplicates(tmp_path):
     assert all(r.info.status != "RUNNING" for r in trial_runs(job))
     assert 0 < logged_epochs(client, trial_runs(job)) < BUDGET
 
-    resumed = start(job, "--resume", "--name", "cut")  # the rest as the sweep was started
+    resumed = start(job, "--resume", "--name", "cut", **new_head(2))  # the rest as it started
     done_before = logged_epochs(client, trial_runs(job))
     wait_for(
         resumed,
@@ -193,7 +199,7 @@ def test_an_interrupted_then_killed_sweep_resumes_without_duplicates(tmp_path):
     assert left > 0
 
     resumed_at = time.time()
-    again = start(job, "--resume", "--name", "cut")
+    again = start(job, "--resume", "--name", "cut", **new_head(3))
     out, err = again.communicate(timeout=600)
     assert again.returncode == 0, err[-3000:]
     runs = trial_runs(job)
@@ -216,15 +222,19 @@ def test_an_interrupted_then_killed_sweep_resumes_without_duplicates(tmp_path):
         r for r in client.search_runs(["1"]) if r.data.tags.get("vae_sweep.role") == "sweep"
     ]
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
-    study = optuna.load_study(study_name="cut", storage=f"sqlite:///{state / 'optuna.db'}")
-    assert len(study.trials) == len(runs)  # the lost trial's is told FAIL
+    # TPE's history outlived each head: the last one's study has every trial, from the first
+    study_db = home / ".cache" / "vae-sweep" / "optuna" / "cut" / "optuna.db"
+    study = optuna.load_study(study_name="cut", storage=f"sqlite:///{study_db}")
+    # ... that Tune knew: one the killed driver proposed after its last save went with its head
+    assert len(study.trials) == len(kept)
+    assert (state / "optuna-study.db").exists()  # the copy that travels with the state
     assert all(t.state.name != "RUNNING" for t in study.trials)
     versions = client.search_model_versions("name = 'shapes-vae'")
     assert len(versions) == 1 and "registered   shapes-vae version 1" in out
     lost = trials_lost(job, "cut", runs)
     assert lost == 0
 
-    finished = start(job, "--resume", "--name", "cut")  # a finished sweep registers nothing new
+    finished = start(job, "--resume", "--name", "cut", storage=storage, home=home)  # no new
     out, err = finished.communicate(timeout=600)
     assert finished.returncode == 0, err[-3000:]
     assert len(client.search_model_versions("name = 'shapes-vae'")) == 1
