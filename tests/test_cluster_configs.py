@@ -303,3 +303,21 @@ def test_pods_have_shm_a_node_local_cache_and_the_service_account(kuberay):
         assert "emptyDir" in volumes[mounts[cache]], group
         if image_cache:
             assert cache == image_cache, (group, "docker/trainer.Dockerfile", image_cache)
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
+def test_every_launcher_cluster_is_locked_with_the_user_s_ray_token(path):
+    """The token file of the machine that runs `ray up` goes to every node, and the shells that
+    start Ray (and run `ray submit`'s driver) require it: tests/test_launcher.py proves that a
+    client without it is refused on a real cluster."""
+    config = yaml.safe_load(path.read_text())
+    assert config["file_mounts"]["~/.ray/auth_token"] == "~/.ray/auth_token"
+    assert any("export RAY_AUTH_MODE=token" in c for c in config["setup_commands"])
+
+
+def test_every_kuberay_pod_requires_the_token_from_its_secret(kuberay):
+    for group, template in _pod_templates(kuberay):
+        env = {e["name"]: e for e in template["spec"]["containers"][0]["env"]}
+        assert env["RAY_AUTH_MODE"]["value"] == "token", group
+        secret = env["RAY_AUTH_TOKEN"]["valueFrom"]["secretKeyRef"]
+        assert secret == {"name": "vae-sweep-ray-token", "key": "auth_token"}, group
