@@ -46,6 +46,7 @@ def sweep_on(workers: int, trials: int, epochs: int, folder: Path) -> dict:
             f"--num-samples={trials}",
             f"--max-epochs={epochs}",
             f"--grace-period={epochs}",  # ASHA stops nothing: every trial does the same work
+            "--gpus-per-trial=0",  # CPU nodes, and no autoscaler config to say none can come
             f"--storage-path={folder / 'ray'}",
             f"--tracking-uri={uri}",
         ]

@@ -86,7 +86,7 @@ def run_sweep(spec: SweepSpec) -> Outcome:
         logs = runs.settle(trials, tuners.stops(spec), time.monotonic() - started, expected)
         if study_db is not None:
             searcher.fail_unfinished(spec.name, study_db)
-        outcome = finish(spec, results, parent, study_db, logs, resources)
+        outcome = finish(spec, results, parent, study_db, logs, resources, cluster.joined)
     except SweepInterrupted:
         raise  # the runs are ended KILLED, waiting for --resume
     except BaseException as err:

@@ -1,10 +1,11 @@
 """The end of a sweep: the best trial (lowest val_bpd, on validation) evaluated on the test
 split, registered, the sweep's plots and numbers on its parent run, and the summary printed.
 
-The test evaluation, the IWAE bound (k importance samples over the whole test split) and the
-final image grids run as a Ray task with a trial's resources, so on a cluster they run on a
-worker, on its GPU when the trials had one, not on the head's CPU where the driver is; the
-driver only logs and registers.
+On a cluster the test evaluation, the IWAE bound (k importance samples over the whole test
+split) and the final image grids run as a Ray task with a trial's resources: on a worker, on
+its GPU when the trials had one, not on the head's CPU where the driver is; the driver only
+logs and registers. On a local Ray of the driver's own they run in the driver, with every core
+(a task would get one trial's CPUs and a worker to start: 2x slower on 2 cores).
 """
 
 from __future__ import annotations
@@ -64,12 +65,12 @@ def best_checkpoint(results):
     return result, checkpoint, metrics
 
 
-@ray.remote(max_retries=2)
-def evaluate(checkpoint, cpus: float) -> dict[str, Any]:
-    """test_bpd and the IWAE bound of a checkpoint, where Ray put this task; and where that
-    was (node, device)."""
-    torch.set_num_threads(max(1, math.floor(cpus)))
-    device = "cuda" if ray.get_gpu_ids() and torch.cuda.is_available() else "cpu"
+def evaluate(checkpoint, gpu: bool, threads: int | None = None) -> dict[str, Any]:
+    """test_bpd, the IWAE bound and the grids of a checkpoint, where this runs (a Ray task on a
+    cluster's worker, or the driver of a local Ray); and where that was (node, device)."""
+    if threads is not None:
+        torch.set_num_threads(threads)
+    device = "cuda" if gpu and torch.cuda.is_available() else "cpu"
     with checkpoint.as_directory() as folder:
         path = Path(folder) / CHECKPOINT_NAME
         ckpt = read_checkpoint(path)
@@ -78,6 +79,11 @@ def evaluate(checkpoint, cpus: float) -> dict[str, Any]:
     test = final_metrics(model, data.test.images, k=ckpt.config.train.iwae_samples)
     node = ray.get_runtime_context().get_node_id()
     return {**test, "node": node, "device": device, "grids": _grids(model, data.test.images)}
+
+
+@ray.remote(max_retries=2)
+def _evaluate_on_a_worker(checkpoint, cpus: float) -> dict[str, Any]:
+    return evaluate(checkpoint, bool(ray.get_gpu_ids()), max(1, math.floor(cpus)))
 
 
 def _grids(model, images: torch.Tensor, seed: int = 0) -> dict[str, bytes]:
@@ -107,8 +113,10 @@ def finish(
     study_db: str | None,
     logs: dict[str, int],
     resources: dict[str, float],
+    on_worker: bool,
 ) -> Outcome:
-    """Evaluate, register and draw the best trial of `results` (Tune's ResultGrid)."""
+    """Evaluate, register and draw the best trial of `results` (Tune's ResultGrid): on a
+    worker when the sweep runs on a cluster it joined, else in this process."""
     if (found := best_checkpoint(results)) is None:
         errors = "; ".join(str(r.error).splitlines()[-1] for r in results if r.error)[:2000]
         raise RuntimeError(
@@ -116,8 +124,11 @@ def finish(
             f"{errors or 'none ran'}"
         )
     best, checkpoint, reported = found
-    task = evaluate.options(num_cpus=resources["cpu"], num_gpus=resources["gpu"])
-    test = ray.get(task.remote(checkpoint, resources["cpu"]))
+    if on_worker:  # a task with a trial's resources: a GPU worker's, not the head's CPU
+        task = _evaluate_on_a_worker.options(num_cpus=resources["cpu"], num_gpus=resources["gpu"])
+        test = ray.get(task.remote(checkpoint, resources["cpu"]))
+    else:  # this machine is the cluster: the driver, with all its cores, needs no worker
+        test = evaluate(checkpoint, resources["gpu"] > 0)
     grids = test.pop("grids")
     where = {
         "vae_sweep.evaluated_on": test.pop("node"),

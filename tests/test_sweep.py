@@ -88,7 +88,7 @@ def test_one_parent_run_and_one_nested_child_per_trial(done):
     assert parent.data.params["base.data.dataset"] == "shapes"
     assert parent.data.tags["vae_sweep.command"].startswith("shapes.py --smoke-test")
     assert {"test_bpd", "test_iwae_nll", "val_bpd"} <= set(parent.data.metrics)
-    # The test evaluation ran as a Ray task with a trial's resources (no GPU here: the CPU).
+    # A local Ray: the test evaluation ran in the driver, on this (only) node, on its CPU.
     assert parent.data.tags["vae_sweep.evaluation_device"] == "cpu"
     assert parent.data.tags["vae_sweep.evaluated_on"] == children[0].data.tags["ray.node_id"]
     sweep_files = {a.path for a in client.list_artifacts(parent.info.run_id, "sweep")}
