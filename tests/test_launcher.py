@@ -8,6 +8,7 @@ The "node" is this machine seen through sshd: its HOME is a folder of the test's
 SetEnv), its Python a virtual environment layered on this one (the setup commands' `pip
 install -e` lands there, not in the environment the suite runs in)."""
 
+import contextlib
 import getpass
 import os
 import shutil
@@ -46,7 +47,8 @@ def start_sshd(folder: Path, port: int, node_home: Path) -> tuple[subprocess.Pop
         "PermitRootLogin prohibit-password\nStrictModes no\n"
         f"SetEnv HOME={node_home}\n"
     )
-    Path("/run/sshd").mkdir(exist_ok=True)  # sshd's privilege-separation folder
+    with contextlib.suppress(OSError):  # sshd's privilege-separation folder (as root)
+        Path("/run/sshd").mkdir(exist_ok=True)
     sshd = subprocess.Popen(
         [SSHD, "-D", "-e", "-f", config], stderr=open(folder / "sshd.log", "w")
     )
