@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import sqlite3
 import tempfile
+from contextlib import closing
 from pathlib import Path
 
 import optuna
@@ -58,8 +59,7 @@ class PruningAwareOptunaSearch(OptunaSearch):
                 return
             pafs.copy_files(path, str(saved), source_filesystem=fs)
             if _trials_in(study) < _trials_in(saved):  # in place: the study has it open
-                with sqlite3.connect(saved) as src, sqlite3.connect(study) as dst:
-                    src.backup(dst)
+                _backup(saved, study)
 
     def on_trial_complete(
         self, trial_id: str, result: dict | None = None, error: bool = False
@@ -82,19 +82,24 @@ def _trials_in(study: Path) -> int:
     """Trials an Optuna SQLite file holds (0 when it has no study yet)."""
     if not study.exists():
         return 0
-    with sqlite3.connect(study) as db:
+    with closing(sqlite3.connect(study)) as db:
         try:
             return db.execute("SELECT COUNT(*) FROM trials").fetchone()[0]
         except sqlite3.OperationalError:  # no tables
             return 0
 
 
+def _backup(source: Path, target: Path) -> None:
+    """Every page of SQLite file `source` into `target` (SQLite's backup API: consistent)."""
+    with closing(sqlite3.connect(source)) as src, closing(sqlite3.connect(target)) as dst:
+        src.backup(dst)
+
+
 def _copy_sqlite(source: Path, target: Path) -> None:
     """A consistent copy of an SQLite file (its backup API), written then renamed: Tune may
     upload the folder at any time."""
     partial = target.with_name(f".{target.name}.partial")
-    with sqlite3.connect(source) as src, sqlite3.connect(partial) as dst:
-        src.backup(dst)
+    _backup(source, partial)
     partial.replace(target)
 
 
