@@ -5,6 +5,7 @@ where there is a repository, and the sweep script itself (its search space as wr
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import subprocess
 import sys
@@ -18,6 +19,7 @@ PACKAGES = (vae_core, sweeps)
 VERSIONS = ("vae-sweep", "ray", "optuna", "mlflow", "torch", "pyarrow")
 
 
+@functools.cache  # asked at the sweep's start and at registration: the code does not change
 def git_sha() -> str:
     """The checkout's commit, or 'unknown' where there is no repository (a synced copy)."""
     try:
@@ -33,6 +35,7 @@ def git_sha() -> str:
         return "unknown"
 
 
+@functools.cache
 def source_hash() -> str:
     """sha256 over the installed packages' Python files: their paths and their bytes."""
     digest = hashlib.sha256()

@@ -46,6 +46,9 @@ def stop(server: subprocess.Popen) -> None:
     server.wait(timeout=60)
 
 
+RAY_CLI = Path(sys.executable).with_name("ray")  # this environment's `ray` command
+
+
 def ray_processes() -> list[str]:
     """This machine's Ray processes (GCS, raylets, workers, the monitor): 'pid command'."""
     found = []
@@ -75,8 +78,7 @@ def whole_machine_ray():
     try:
         yield
     finally:
-        ray_cli = Path(sys.executable).with_name("ray")
-        subprocess.run([ray_cli, "stop", "--force"], capture_output=True, check=False)
+        subprocess.run([RAY_CLI, "stop", "--force"], capture_output=True, check=False)
         deadline = time.monotonic() + 30
         while (left := ray_processes()) and time.monotonic() < deadline:
             time.sleep(0.5)

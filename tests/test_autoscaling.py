@@ -12,7 +12,7 @@ import sys
 import yaml
 from conftest import REPO, migrated_store
 from mlflow.tracking import MlflowClient
-from servers import free_port, whole_machine_ray
+from servers import RAY_CLI, free_port, whole_machine_ray
 
 from sweeps.tracking import ROLE
 
@@ -58,12 +58,11 @@ def test_a_sweep_on_an_autoscaling_cluster_makes_it_start_gpu_workers(tmp_path):
     config.write_text(yaml.safe_dump(fake_cluster_config(port)))
     env = {**os.environ, "HOME": str(home), "RAY_FAKE_CLUSTER": "1"}
     env["AUTOSCALER_UPDATE_INTERVAL_S"] = "1"
-    ray = shutil.which("ray", path=os.path.dirname(sys.executable))
     shutil.copy(REPO / "sweeps" / "shapes.py", tmp_path / "shapes.py")
     uri = migrated_store(tmp_path / "mlflow.db")
     with whole_machine_ray():
         subprocess.run(
-            [ray, "start", "--head", "--num-cpus=0", f"--port={port}", "--disable-usage-stats"]
+            [RAY_CLI, "start", "--head", "--num-cpus=0", f"--port={port}", "--disable-usage-stats"]
             + ["--node-ip-address=127.0.0.1", f"--autoscaling-config={config}"]
             + ["--include-dashboard=false"],
             env=env,

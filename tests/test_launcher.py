@@ -21,7 +21,7 @@ import pytest
 import yaml
 from conftest import REPO, migrated_store
 from mlflow.tracking import MlflowClient
-from servers import free_port, ray_processes, whole_machine_ray
+from servers import RAY_CLI, free_port, ray_processes, whole_machine_ray
 
 from sweeps import provenance
 from sweeps.tracking import ROLE
@@ -117,13 +117,12 @@ def test_ray_up_submit_and_down_over_ssh_run_a_locked_sweep(tmp_path):
     (bin_dir / "ssh").write_text(f'#!/bin/sh\nexec /usr/bin/ssh -p {port} "$@"\n')
     (bin_dir / "ssh").chmod(0o755)
     node_python(node_home)
-    ray_cli = Path(sys.executable).with_name("ray")
     user = {**os.environ, "HOME": str(user_home), "PATH": f"{bin_dir}:{os.environ['PATH']}"}
     user.pop("RAY_ADDRESS", None)
     (user_home / ".config" / "vae-sweep").mkdir(parents=True)
     (user_home / ".config" / "vae-sweep" / "mlflow.env").write_text("")  # a store needs none
     subprocess.run(
-        [ray_cli, "get-auth-token", "--generate"], env=user, check=True, capture_output=True
+        [RAY_CLI, "get-auth-token", "--generate"], env=user, check=True, capture_output=True
     )
     config = tmp_path / "local.yaml"
     local_config(config, key)
@@ -131,7 +130,7 @@ def test_ray_up_submit_and_down_over_ssh_run_a_locked_sweep(tmp_path):
 
     def launcher(*args, timeout=600):
         done = subprocess.run(
-            [ray_cli, *args], cwd=REPO, env=user, capture_output=True, text=True, timeout=timeout
+            [RAY_CLI, *args], cwd=REPO, env=user, capture_output=True, text=True, timeout=timeout
         )
         assert done.returncode == 0, (
             f"ray {args[0]}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
