@@ -90,12 +90,9 @@ def _grids(model, images: torch.Tensor, seed: int = 0) -> dict[str, bytes]:
     """The best model's picture, drawn where it was evaluated: test images beside their
     reconstructions, samples from the prior, interpolations between test images (PNG)."""
     with tempfile.TemporaryDirectory() as folder:
-        drawn = [
-            viz.reconstruction_grid(model, images[:32], Path(folder) / "reconstructions.png"),
-            viz.sample_grid(model, Path(folder) / "samples.png", seed=seed),
-            viz.interpolation_grid(model, images[:16], Path(folder) / "interpolations.png"),
-        ]
-        return {path.name: path.read_bytes() for path in drawn}
+        return {
+            path.name: path.read_bytes() for path in viz.model_grids(model, images, folder, seed)
+        }
 
 
 def _log_grids(client: MlflowClient, run_id: str, grids: dict[str, bytes]) -> None:

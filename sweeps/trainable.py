@@ -176,8 +176,5 @@ def _log_images(run: TrialRun, state: TrainState, data, artifact_path: str) -> N
     from vae_core import viz
 
     with tempfile.TemporaryDirectory() as folder:
-        val = data.val.images
-        viz.reconstruction_grid(state.model, val[:32], Path(folder) / "reconstructions.png")
-        viz.sample_grid(state.model, Path(folder) / "samples.png", seed=state.config.train.seed)
-        viz.interpolation_grid(state.model, val[:16], Path(folder) / "interpolations.png")
+        viz.model_grids(state.model, data.val.images, folder, seed=state.config.train.seed)
         run.log_files(Path(folder), artifact_path)

@@ -88,6 +88,20 @@ def interpolation_grid(
     return save_grid(rows.flatten(0, 1), path, nrow=steps + 2)
 
 
+def model_grids(
+    model: VAE, images: torch.Tensor, folder: str | os.PathLike, seed: int = 0
+) -> list[Path]:
+    """The three pictures of a model a sweep logs, in `folder`: reconstructions.png (the
+    first 32 images beside their reconstructions), samples.png (64 draws from the prior) and
+    interpolations.png (between pairs of the first 16 images)."""
+    folder = Path(folder)
+    return [
+        reconstruction_grid(model, images[:32], folder / "reconstructions.png"),
+        sample_grid(model, folder / "samples.png", seed=seed),
+        interpolation_grid(model, images[:16], folder / "interpolations.png"),
+    ]
+
+
 @torch.no_grad()
 def latent_means(model: VAE, images: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
     """Posterior means E[z|x] of uint8 images, (N, Z) on CPU."""
