@@ -1,10 +1,10 @@
 # syntax=docker/dockerfile:1
 # (The line above must stay first: it selects the BuildKit Dockerfile syntax, for RUN --mount.)
 #
-# The GPU image every Ray node runs (cluster/config.yaml and cluster/local.yaml, docker.image).
+# The GPU image every Ray node runs (the image `vae-sweep image` names in cluster/*.yaml).
 # Build and push from the repository root, the build context:
-#   docker build -f docker/trainer.Dockerfile -t ghcr.io/vae-sweep/trainer:0.1.0 .
-#   docker push ghcr.io/vae-sweep/trainer:0.1.0
+#   docker build -f docker/trainer.Dockerfile -t "$(vae-sweep image)" .
+#   docker push "$(vae-sweep image)"
 # The tag's version is pyproject.toml's. docker/trainer.Dockerfile.dockerignore limits the
 # context to the files copied below.
 

@@ -4,6 +4,7 @@
     vae-sweep sample celeba-vae -n 64 --out samples.png           # alias defaults to champion
     vae-sweep reconstruct celeba-vae/3 --images faces/ --out recon.png
     vae-sweep encode celeba-vae --images faces/ --out latents.parquet
+    vae-sweep image ghcr.io/you/vae-sweep-trainer:0.1.0        # the image cluster/ configs run
 
 NAME@ALIAS, NAME/VERSION or models:/... ; the tracking URI is --tracking-uri, else
 $MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlflow.db. In Python:
@@ -23,6 +24,7 @@ import numpy as np
 import torch
 from mlflow.exceptions import MlflowException
 
+from sweeps import image
 from sweeps.registry import ModelNotFoundError, download, load_model
 from sweeps.tracking import absolute_tracking_uri, default_tracking_uri
 from vae_core import read_checkpoint, viz
@@ -71,6 +73,21 @@ def build_parser() -> argparse.ArgumentParser:
         )
         command.add_argument("--crop", choices=("center", "tight", "none"), default="center")
         command.add_argument("--out", type=Path, required=True)
+    image_command = commands.add_parser(
+        "image",
+        help="print or set the trainer image the cluster configs run",
+        description="With REF, writes it into cluster/config.yaml, local.yaml and kuberay.yaml "
+        "(every place they name the trainer image); without, prints the one they name.",
+    )
+    image_command.add_argument(
+        "ref", nargs="?", metavar="REF", help="e.g. ghcr.io/you/vae-sweep-trainer:0.1.0"
+    )
+    image_command.add_argument(
+        "--cluster-dir",
+        type=Path,
+        default=Path("cluster"),
+        help="the configs' folder (default ./cluster)",
+    )
     return parser
 
 
@@ -132,11 +149,26 @@ def run(args: argparse.Namespace) -> str:
     return f"wrote {args.command} of {len(files)} images to {args.out}"
 
 
+def _image(args: argparse.Namespace) -> None:
+    if args.ref is None:
+        print(image.current(args.cluster_dir))
+        return
+    old = image.set_image(args.cluster_dir, args.ref)
+    print(
+        f"vae-sweep: {', '.join(image.CONFIGS)} in {args.cluster_dir} now run {args.ref} "
+        f"(was {old}); build and push it before `ray up`",
+        file=sys.stderr,
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        print(f"vae-sweep: {run(args)}", file=sys.stderr)
+        if args.command == "image":
+            _image(args)
+        else:
+            print(f"vae-sweep: {run(args)}", file=sys.stderr)
     except (ModelNotFoundError, DatasetNotFoundError, ValueError) as err:
         parser.exit(2, f"vae-sweep: error: {err}\n")
     except MlflowException as err:

@@ -4,6 +4,7 @@ launcher configs Ray's own schema, the KubeRay manifest the schema of KubeRay's 
 import copy
 import json
 import re
+import shutil
 
 import jsonschema
 import pytest
@@ -321,3 +322,51 @@ def test_every_kuberay_pod_requires_the_token_from_its_secret(kuberay):
         assert env["RAY_AUTH_MODE"]["value"] == "token", group
         secret = env["RAY_AUTH_TOKEN"]["valueFrom"]["secretKeyRef"]
         assert secret == {"name": "vae-sweep-ray-token", "key": "auth_token"}, group
+
+
+def test_vae_sweep_image_names_the_image_in_every_config_at_once(tmp_path, capsys):
+    """The one place a user sets the image: `vae-sweep image REF` rewrites each config's image
+    line and nothing else, Ray and the CRD schema still take them, and a bad reference or
+    configs that disagree change no file."""
+    from sweeps import cli
+
+    cluster = tmp_path / "cluster"
+    shutil.copytree(REPO / "cluster", cluster)
+    before = {p.name: p.read_text() for p in cluster.glob("*.yaml")}
+    old = yaml.safe_load(before["config.yaml"])["docker"]["image"]
+    assert cli.main(["image", "--cluster-dir", str(cluster)]) == 0
+    assert capsys.readouterr().out.strip() == old
+
+    for bad, says in [
+        ("ghcr.io/you/Trainer:0.1.0", "not an image reference"),
+        ("ghcr.io/you/trainer", "no fixed version"),
+        ("ghcr.io/you/trainer:latest", "no fixed version"),
+    ]:
+        with pytest.raises(SystemExit) as exit_:
+            cli.main(["image", bad, "--cluster-dir", str(cluster)])
+        assert exit_.value.code == 2 and says in capsys.readouterr().err, bad
+    assert {p.name: p.read_text() for p in cluster.glob("*.yaml")} == before
+
+    new = "registry.example.org:5000/team/vae-sweep-trainer:0.1.0"
+    assert cli.main(["image", new, "--cluster-dir", str(cluster)]) == 0
+    assert f"was {old}" in capsys.readouterr().err
+    for name, text in before.items():
+        after = (cluster / name).read_text()
+        lines = zip(text.splitlines(), after.splitlines(), strict=True)  # as many lines
+        changed = [(a, b) for a, b in lines if a != b]
+        assert changed and all(a.replace(old, new) == b for a, b in changed), name
+    for name in ("config.yaml", "local.yaml"):
+        config = yaml.safe_load((cluster / name).read_text())
+        validate_config(prepare_config(config))
+        assert config["docker"]["image"] == new
+    manifest = yaml.safe_load((cluster / "kuberay.yaml").read_text())
+    assert {c["image"] for _, t in _pod_templates(manifest) for c in _containers(t)} == {new}
+    cli.main(["image", "--cluster-dir", str(cluster)])
+    assert capsys.readouterr().out.strip() == new
+
+    drifted = (cluster / "local.yaml").read_text().replace(new, "ghcr.io/other/trainer:0.0.9")
+    (cluster / "local.yaml").write_text(drifted)
+    with pytest.raises(SystemExit):
+        cli.main(["image", "ghcr.io/you/trainer:0.2.0", "--cluster-dir", str(cluster)])
+    assert "local.yaml names ['ghcr.io/other/trainer:0.0.9']" in capsys.readouterr().err
+    assert yaml.safe_load((cluster / "config.yaml").read_text())["docker"]["image"] == new

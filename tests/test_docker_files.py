@@ -321,10 +321,16 @@ def test_cluster_configs_and_build_commands_name_the_same_trainer_image():
     }
     for name, image in images.items():
         assert image.endswith(f":{VERSION}"), f"cluster/{name}: {image} vs version {VERSION}"
-    build = re.compile(r"docker build -f docker/trainer\.Dockerfile -t (\S+) \.")
-    for doc in ("trainer.Dockerfile", "README.md"):
-        tags = build.findall((DOCKER / doc).read_text())
-        assert tags and set(tags) == set(images.values()), f"docker/{doc} builds {tags}"
+    # The build commands tag what `vae-sweep image` set, never a name of their own.
+    build = re.compile(
+        r'docker (?:build -f docker/trainer\.Dockerfile -t|push) ("\$\(vae-sweep image\)"|\S+)'
+    )
+    for doc in (DOCKER / "trainer.Dockerfile", DOCKER / "README.md", REPO / "README.md"):
+        tags = set(build.findall(doc.read_text()))
+        named = {'"$IMAGE"', '"$(vae-sweep image)"'}
+        assert tags and tags <= named, f"{doc.name} builds or pushes {tags}"
+        if '"$IMAGE"' in tags:
+            assert 'vae-sweep image "$IMAGE"' in doc.read_text(), doc.name
 
 
 # The tracking server's start script
