@@ -7,6 +7,7 @@ needs is the installed package. Who does what:
 
     spec.py       the flags and the space, checked once (SweepSpec)
     space.py      search-space checks and readable descriptions
+    comparable.py which models compare (one key per sweep and registered model)
     cluster.py    what the cluster has and may start: each trial's resources
     tuner.py      the Tuner: searcher, scheduler, budgets, restore
     lifecycle.py  the MLflow runs, parent and trials: the only code that ends one
@@ -24,7 +25,7 @@ from typing import Any
 import ray
 from ray import tune
 
-from sweeps import preflight, provenance, searcher
+from sweeps import comparable, preflight, provenance, registry, searcher
 from sweeps import tuner as tuners
 from sweeps.cluster import Cluster
 from sweeps.finish import Outcome, finish, print_summary
@@ -63,6 +64,7 @@ def run_sweep(spec: SweepSpec) -> Outcome:
     if (kept := runs.look_up(spec.resume)) is not None:  # the name, before anything else
         spec = spec.resumed(kept)
         tuners.check_restorable(spec)
+    registry.check_name(spec.tracking_uri, spec.registry_name, comparable.key(spec.base))
     print(f"vae-sweep: preparing {spec.dataset} (once per node)", file=sys.stderr)
     load_splits(spec.base)  # readable here, and decoded into the node cache before any trial
     if not spec.resume:
@@ -112,4 +114,9 @@ def _parent_params(spec: SweepSpec) -> dict[str, Any]:
 
 
 def _parent_tags(spec: SweepSpec) -> dict[str, str]:
-    return {"dataset": spec.dataset, "vae_sweep.command": spec.command, **provenance.tags()}
+    return {
+        "dataset": spec.dataset,
+        registry.KEY: comparable.key(spec.base),
+        "vae_sweep.command": spec.command,
+        **provenance.tags(),
+    }

@@ -23,9 +23,9 @@ from mlflow.entities import Metric, RunTag
 from mlflow.tracking import MlflowClient
 from pyarrow.fs import FileType
 
-from sweeps import provenance
+from sweeps import comparable, provenance
 from sweeps.plots import log_sweep_plots
-from sweeps.registry import Registered, log_and_register
+from sweeps.registry import KEY, Registered, log_and_register
 from sweeps.spec import METRIC, SweepSpec
 from sweeps.trainable import REPORTED
 from vae_core import load_splits, read_checkpoint, viz
@@ -33,6 +33,8 @@ from vae_core.checkpoint import CHECKPOINT_NAME, load_model
 from vae_core.metrics import final_metrics
 
 BEST_GRIDS = "best"  # the best model's test-split grids, on the sweep's run
+# The best epoch's validation numbers a registered version carries (the champion moves on one)
+VALIDATION = ("val_bpd", "val_bpd_calibrated", "val_kl", "val_mse", "effective_beta")
 
 
 @dataclass
@@ -136,20 +138,25 @@ def finish(
         ckpt = read_checkpoint(path)
         best_record = next(r for r in ckpt.history if r["epoch"] == ckpt.epoch)
         run_id = reported["mlflow_run_id"]
+        validation = {k: best_record.get(k) for k in VALIDATION}
         tags = {
+            KEY: comparable.key(ckpt.config),
             "dataset": ckpt.config.data.dataset,
             "image_size": str(ckpt.config.image_size),
-            "test_bpd": f"{test['test_bpd']:.6f}",
+            "likelihood": ckpt.config.model.likelihood,
+            **{k: f"{v:.6g}" for k, v in validation.items() if v is not None},
+            "test_bpd": f"{test['test_bpd']:.6f}",  # reported, never compared
             "test_iwae_nll": f"{test['test_iwae_nll']:.4f}",
             "iwae_k": str(test["iwae_k"]),
-            "val_bpd": f"{best_record[METRIC]:.6f}",
             "epoch": str(ckpt.epoch),
             "sweep_run_id": parent,
             "trial_run_id": run_id,
             "git_sha": provenance.git_sha(),
             "source_sha256": provenance.source_hash(),
         }
-        registered = log_and_register(spec.tracking_uri, parent, path, spec.registry_name, tags)
+        registered = log_and_register(
+            spec.tracking_uri, parent, path, spec.registry_name, tags, METRIC
+        )
     client = MlflowClient(spec.tracking_uri)
     now = int(time.time() * 1000)
     client.log_batch(
@@ -206,7 +213,8 @@ def print_summary(outcome: Outcome, registry_name: str) -> None:
         f"  best trial   {params}",
         f"  val_bpd      {outcome.best_metrics[METRIC]:.4f}   test_bpd {test['test_bpd']:.4f}"
         f"   test_iwae_nll {test['test_iwae_nll']:.2f} nats (k={test['iwae_k']})",
-        f"  registered   {registry_name} version {r.version} as @{r.alias}{stays}",
+        f"  registered   {registry_name} version {r.version} as @{r.alias}{stays}, "
+        f"chosen on {METRIC}",
         f"  use it       vae-sweep sample {registry_name}@{r.alias} -n 64 --out s.png",
         f"  browse       {browse}",
         *_log_summary(outcome.logs),

@@ -5,8 +5,12 @@ executes no code from the artifact) and `config.yaml`, packaged as an MLflow pyf
 whose code is sweeps/serving.py, so `mlflow.pyfunc.load_model(uri).predict(images)` works too.
 
 Aliases, not stages (deprecated in MLflow 3): `champion` moves to a new version only if its
-test_bpd beats the current champion's on the same dataset and image size; else the new version
-is `challenger`. `models:/NAME@champion` or `NAME@champion` (or `NAME/3`) find a version.
+validation metric (the model's `vae_sweep.promoted_on` tag: val_bpd unless the first sweep's
+objective said otherwise) beats the current champion's; else the new version is `challenger`.
+test_bpd and the IWAE bound are recorded on every version and never compared: the test split
+reports, it does not select. A registered model holds one comparability key
+(sweeps.comparable, tag `vae_sweep.key`): a sweep of another key is refused before it starts.
+`models:/NAME@champion` or `NAME@champion` (or `NAME/3`) find a version.
 
 Registration is idempotent per sweep (a version tagged with the sweep's run id is reused, so a
 sweep resumed after its driver died never registers twice), and the champion settles on the
@@ -40,6 +44,7 @@ from vae_core.checkpoint import load_model as load_checkpoint_model
 from vae_core.model import VAE
 
 CHAMPION, CHALLENGER = "champion", "challenger"
+KEY, PROMOTED_ON = "vae_sweep.key", "vae_sweep.promoted_on"  # tags of model and versions
 SERVING_CODE = Path(__file__).with_name("serving.py")
 
 
@@ -77,13 +82,20 @@ def signature_for(channels: int, size: int) -> ModelSignature:
 
 
 def log_and_register(
-    tracking_uri: str, run_id: str, checkpoint: Path, name: str, tags: dict[str, str]
+    tracking_uri: str,
+    run_id: str,
+    checkpoint: Path,
+    name: str,
+    tags: dict[str, str],
+    metric: str = "val_bpd",
 ) -> Registered:
     """Log the checkpoint as a pyfunc model under `run_id`, register it as a new version of
     `name` (or find the one this sweep, tags["sweep_run_id"], registered already), and give it
-    the champion or challenger alias. The run stays as it was: only its owner ends it."""
+    the champion or challenger alias. `tags` hold the version's key (tags[KEY]) and its
+    validation metrics; a new registered model is promoted on `metric`. The run stays as it
+    was: only its owner ends it."""
     client = MlflowClient(tracking_uri)
-    _ensure_registered_model(client, name)
+    _ensure_registered_model(client, name, tags[KEY], metric)
     earlier = client.search_model_versions(
         f"name = '{name}' and tags.sweep_run_id = '{tags['sweep_run_id']}'"
     )
@@ -138,13 +150,14 @@ def _log_model(client: MlflowClient, run_id: str, checkpoint: Path) -> str:
 
 
 def _settle_aliases(client: MlflowClient, name: str, version: str) -> Registered:
-    """Champion: the best of the current champion and the versions newer than it on the same
-    data, re-checked until it stands (another sweep may register meanwhile); `version` is
-    challenger if it did not win."""
+    """Champion: the best on validation of the current champion and the versions newer than
+    it of the same key, re-checked until it stands (another sweep may register meanwhile);
+    `version` is challenger if it did not win."""
+    metric = client.get_registered_model(name).tags.get(PROMOTED_ON, "val_bpd")
     first = _alias_version(client, name, CHAMPION)
     for _ in range(5):
         champion = _alias_version(client, name, CHAMPION)
-        best = _best_since(client, name, champion)
+        best = _best_since(client, name, champion, metric)
         if champion is not None and best.version == champion.version:
             break
         client.set_registered_model_alias(name, CHAMPION, best.version)
@@ -156,9 +169,9 @@ def _settle_aliases(client: MlflowClient, name: str, version: str) -> Registered
     return Registered(name, version, CHALLENGER, str(champion.version))
 
 
-def _best_since(client: MlflowClient, name: str, champion):
-    """The best of `champion` and every newer version on its data (or, with no champion yet,
-    the best of all versions on the newest version's data)."""
+def _best_since(client: MlflowClient, name: str, champion, metric: str):
+    """The version with the lowest `metric` among `champion` and every newer version of its
+    key (or, with no champion yet, among all versions of the newest version's key)."""
     versions = sorted(
         client.search_model_versions(f"name = '{name}'"), key=lambda v: int(v.version)
     )
@@ -166,28 +179,47 @@ def _best_since(client: MlflowClient, name: str, champion):
     newer = (
         [v for v in versions if int(v.version) > int(champion.version)] if champion else versions
     )
-    rivals = [v for v in newer if _same_data(v.tags, reference.tags)]
-    return min([*([champion] if champion else []), *rivals], key=_test_bpd)
+    rivals = [v for v in newer if v.tags.get(KEY) == reference.tags.get(KEY)]
+    return min(
+        [*([champion] if champion else []), *rivals],
+        key=lambda v: float(v.tags.get(metric, math.inf)),
+    )
 
 
-def _same_data(a: dict[str, str], b: dict[str, str]) -> bool:
-    return a.get("dataset") == b.get("dataset") and a.get("image_size") == b.get("image_size")
-
-
-def _test_bpd(version) -> float:
-    return float(version.tags.get("test_bpd", math.inf))
-
-
-def _ensure_registered_model(client: MlflowClient, name: str) -> None:
+def _ensure_registered_model(client: MlflowClient, name: str, key: str, metric: str) -> None:
     """Create the registered model unless it exists. Create first and take 'already exists'
     as done: a look-then-create would race with another sweep registering at the same time."""
     try:
         client.create_registered_model(
-            name, description="VAEs found by vae-sweep; alias champion = best test_bpd"
+            name,
+            tags={KEY: key, PROMOTED_ON: metric},
+            description=(
+                f"VAEs found by vae-sweep on {key}. Alias champion = the lowest {metric} on the "
+                "validation split; each version also records test_bpd and the IWAE bound on "
+                "the test split, which are reported and never compared."
+            ),
         )
     except MlflowException as err:
         if err.error_code != "RESOURCE_ALREADY_EXISTS":
             raise
+
+
+def check_name(tracking_uri: str, name: str, key: str) -> None:
+    """Refuse, before any compute, a sweep whose models would not compare with the ones
+    registered under `name` (another comparability key)."""
+    client = MlflowClient(tracking_uri)
+    try:
+        held = client.get_registered_model(name).tags.get(KEY)
+    except MlflowException as err:
+        if err.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return
+        raise
+    if held != key:
+        raise ValueError(
+            f"--registry-name {name}: holds models of {held or 'no recorded key'}, this sweep's "
+            f"are of {key}, and bits per dimension over different data do not compare; leave "
+            "--registry-name out (the default name is the key's own) or pass another"
+        )
 
 
 def _alias_version(client: MlflowClient, name: str, alias: str):
@@ -261,7 +293,7 @@ def download(tracking_uri: str, ref: str, out: Path) -> Path:
 def load_model(
     ref: str, device: str | torch.device = "cpu", tracking_uri: str | None = None
 ) -> VAE:
-    """The registered VAE `ref` ('celeba-vae@champion', 'celeba-vae/3'), in eval mode.
+    """The registered VAE `ref` ('celeba64-vae@champion', 'celeba64-vae/3'), in eval mode.
 
     Only the safetensors checkpoint is read: no code from the artifact runs.
     """

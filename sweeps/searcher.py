@@ -28,6 +28,7 @@ from ray.tune.result import TRAINING_ITERATION
 from ray.tune.search.optuna import OptunaSearch
 
 STUDY_COPY = "optuna-study.db"  # beside the searcher's state in the sweep's folder
+TRIAL_INDEX = "trial_index"  # the Optuna trial's number, in each suggested config
 
 
 class PruningAwareOptunaSearch(OptunaSearch):
@@ -60,6 +61,14 @@ class PruningAwareOptunaSearch(OptunaSearch):
             pafs.copy_files(path, str(saved), source_filesystem=fs)
             if _trials_in(study) < _trials_in(saved):  # in place: the study has it open
                 _backup(saved, study)
+
+    def suggest(self, trial_id: str) -> dict | None:
+        """The proposed params, and the Optuna trial's number (from 0, kept in the study): the
+        trial seeds its training with it."""
+        config = super().suggest(trial_id)
+        if isinstance(config, dict):
+            config[TRIAL_INDEX] = self._ot_trials[trial_id].number
+        return config
 
     def on_trial_complete(
         self, trial_id: str, result: dict | None = None, error: bool = False

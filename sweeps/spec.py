@@ -20,8 +20,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from sweeps import comparable, tracking
 from sweeps import space as spaces
-from sweeps import tracking
 from vae_core import Config
 from vae_core.data.sources import resolve_data_root
 
@@ -123,6 +123,7 @@ class SweepSpec:
         if self.time_budget is not None and self.time_budget <= 0:
             raise SpecError(f"--time-budget: got {self.time_budget}; expected seconds > 0")
         spaces.check_space(dict(self.space), self.base)
+        comparable.check_one_key(dict(self.space), self.base)
         spaces.check_search(dict(self.space), self.search)
 
     @property
@@ -259,7 +260,12 @@ FLAGS: list[tuple[str, dict[str, Any], str]] = [
         "MLflow tracking URI (default $MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlflow.db)",
     ),
     ("--experiment", {}, "MLflow experiment (default vae-sweep/<dataset>)"),
-    ("--registry-name", {}, "registered model name (default <dataset>-vae)"),
+    (
+        "--registry-name",
+        {},
+        "registered model name (default from the data and likelihood family, e.g. "
+        "celeba64-vae, mnist28-binary-vae; -smoke appended with --smoke-test)",
+    ),
     (
         "--storage-path",
         {},
@@ -273,7 +279,11 @@ FLAGS: list[tuple[str, dict[str, Any], str]] = [
         "continue the sweep --name from --storage-path after an interruption, with the flags "
         "it was started with",
     ),
-    ("--seed", {"type": int}, "seeds Optuna and every trial (default {seed})"),
+    (
+        "--seed",
+        {"type": int},
+        "seeds Optuna; trial i trains with seed + i, recorded as its train.seed (default {seed})",
+    ),
     (
         "--fresh-workers",
         {"action": "store_true"},
@@ -349,7 +359,7 @@ def spec_from_args(
             v.get("tracking_uri") or tracking.default_tracking_uri()
         ),
         experiment=v.get("experiment") or f"vae-sweep/{base.data.dataset}",
-        registry_name=v.get("registry_name") or f"{base.data.dataset}-vae",
+        registry_name=comparable.registry_name(base, v.get("registry_name"), smoke),
         command=command,
         given=frozenset(typed),
     )

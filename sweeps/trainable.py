@@ -25,12 +25,23 @@ from ray import tune
 
 from sweeps import outbox
 from sweeps.lifecycle import TrialRun
+from sweeps.searcher import TRIAL_INDEX
 from sweeps.tracking import DEVICE, DIVERGED, ERROR
 from vae_core import Config, DivergenceError, fit, load_splits, read_checkpoint
 from vae_core.checkpoint import CHECKPOINT_NAME
 from vae_core.trainer import TrainState, select_device
 
-REPORTED = ("train_loss", "val_bpd", "val_nelbo", "val_mse", "val_kl", "active_units", "sigma_x")
+REPORTED = (
+    "train_loss",
+    "val_bpd",
+    "val_bpd_calibrated",
+    "val_nelbo",
+    "val_mse",
+    "val_kl",
+    "active_units",
+    "sigma_x",
+    "effective_beta",
+)
 
 
 @dataclass(frozen=True)
@@ -46,10 +57,26 @@ class SweepContext:
     cpus_per_trial: float
     gpus_per_trial: float = 0.0
 
-    def trial_config(self, params: dict[str, Any]) -> Config:
-        """base config + the sampled params + the sweep's epoch budget."""
+    def trial_config(self, params: dict[str, Any], index: int) -> Config:
+        """base config + the sampled params + the sweep's epoch budget, seeded with the
+        sweep's seed + the trial's index (unless the space samples the seed): two trials
+        that draw the same point are two draws of training, not one run twice."""
         config = Config.from_dict(self.base_config)
-        return config.replace(**params, epochs=self.max_epochs)
+        params = {k: v for k, v in params.items() if k != TRIAL_INDEX}
+        seed = params.get("seed", config.train.seed + index)
+        return config.replace(**{**params, "seed": seed}, epochs=self.max_epochs)
+
+
+def trial_index(params: dict[str, Any], trial_id: str) -> int:
+    """The trial's number in its sweep, from 0, kept by a restored sweep: the Optuna trial's
+    (sweeps.searcher puts it in the params), else the counter of Tune's own trial ids
+    (`3b1e7_00004` -> 4)."""
+    if TRIAL_INDEX in params:
+        return int(params[TRIAL_INDEX])
+    _, _, counter = trial_id.rpartition("_")
+    if not counter.isdigit():
+        raise ValueError(f"trial id {trial_id!r}: expected <experiment>_<index>")
+    return int(counter)
 
 
 def train_trial(params: dict[str, Any], context: SweepContext) -> None:
@@ -59,7 +86,8 @@ def train_trial(params: dict[str, Any], context: SweepContext) -> None:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
     entered_at, spent = time.time(), {}  # seconds not spent training, by part (benchmarks)
-    config = context.trial_config(params)
+    tune_ctx = tune.get_context()
+    config = context.trial_config(params, trial_index(params, tune_ctx.get_trial_id()))
     resume, run_id, kept = None, None, Path(tempfile.mkdtemp(prefix="restored-"))
     if (ckpt := tune.get_checkpoint()) is not None:
         with ckpt.as_directory() as folder:
@@ -67,7 +95,6 @@ def train_trial(params: dict[str, Any], context: SweepContext) -> None:
             if (Path(folder) / outbox.FOLDER).exists():
                 shutil.copytree(Path(folder) / outbox.FOLDER, kept / outbox.FOLDER)
         run_id = resume.extra.get("mlflow_run_id")
-    tune_ctx = tune.get_context()
     with timed(spent, "open_run"):
         run = TrialRun(
             context.tracking_uri,

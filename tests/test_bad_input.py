@@ -19,7 +19,7 @@ from record import record
 from sweeps import cli
 from sweeps.engine import main
 from sweeps.lifecycle import SweepRuns
-from sweeps.registry import log_and_register
+from sweeps.registry import KEY, log_and_register
 from sweeps.spec import parse_spec
 from vae_core import fit
 
@@ -27,6 +27,7 @@ SHAPES = {"dataset": "shapes", "arch": "conv", "batch_size": 64}
 GOOD_SPACE = '{"latent_dim": tune.choice([4, 8])}'
 EMPTY_FOLDER = {"dataset": "image_folder", "data_root": "{empty}"}  # no image: fails if read
 DEFAULTS = {"num_samples": 2, "max_epochs": 1}
+MNIST_KEY = "mnist/28px/1ch/center/all/val0.1/continuous"
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +42,7 @@ def store(tmp_path_factory):
     checkpoint = folder / "checkpoint.safetensors"
     fit(tiny_config(epochs=1), make_splits()).save(checkpoint)
     run_id = client.create_run(experiment).info.run_id
-    tags = {"dataset": "mnist", "image_size": "28", "test_bpd": "5.0", "sweep_run_id": run_id}
+    tags = {KEY: MNIST_KEY, "val_bpd": "5.0", "test_bpd": "5.0", "sweep_run_id": run_id}
     log_and_register(uri, run_id, checkpoint, "m", tags)
     client.set_terminated(run_id)
     flags = ["--name", "old", "--tracking-uri", uri, "--storage-path", str(folder / "ray")]
@@ -104,6 +105,9 @@ SWEEP_CASES = [
     ("bare tracking path", GOOD_SPACE, SHAPES, ["--tracking-uri", "{empty}"], "--tracking-uri '{empty}': expected sqlite:///PATH, postgresql://..., or http(s)://server"),  # noqa: E501
     ("epochs in the space", '{"epochs": tune.choice([2, 4])}', SHAPES, [], "search space 'epochs': set by the sweep from --max-epochs"),  # noqa: E501
     ("grid with TPE", '{"latent_dim": tune.grid_search([2, 4])}', SHAPES, [], "search space 'latent_dim': tune.grid_search is walked by --search random, not proposed by TPE; pass --search random"),  # noqa: E501
+    ("mixed likelihoods", '{"likelihood": tune.choice(["gaussian", "bernoulli"])}', SHAPES, [], "search space 'likelihood': choice(['gaussian', 'bernoulli']) mixes likelihood families whose bits per dimension are over different data (binary: binarised pixels (Bernoulli decoder); continuous: dequantised 8-bit pixels (Gaussian decoders)), so val_bpd would pick one family by construction"),  # noqa: E501
+    ("image size in the space", '{"image_size": tune.choice([32, 64])}', SHAPES, [], "search space 'image_size': choice([32, 64]) gives trials over different data (shapes/32px/3ch/center/all/val0.1/continuous and shapes/64px/"),  # noqa: E501
+    ("registry of another key", GOOD_SPACE, EMPTY_FOLDER, ["--registry-name", "m"], "--registry-name m: holds models of mnist/28px/1ch/center/all/val0.1/continuous, this sweep's are of image_folder/64px/3ch/center/all/val0.1/continuous"),  # noqa: E501
     # The sweep's name and MLflow experiment are checked first: before the data (a bad one
     # here), Ray or MLflow is touched.
     ("name taken", GOOD_SPACE, EMPTY_FOLDER, ["--name", "old"], "--name old: a sweep of that name exists already; pass --resume to continue it"),  # noqa: E501

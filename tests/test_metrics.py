@@ -8,7 +8,7 @@ from conftest import tiny_config
 from torch.distributions import Independent, Normal, kl_divergence
 
 from vae_core.likelihoods import PixelCoding
-from vae_core.metrics import active_units, evaluate, iwae_nll, to_bpd
+from vae_core.metrics import active_units, effective_beta, evaluate, iwae_nll, to_bpd
 from vae_core.model import build_model
 from vae_core.trainer import fit
 
@@ -66,6 +66,36 @@ def test_evaluate_matches_an_independent_computation(splits):
     assert math.isclose(got["val_bpd"], nelbo / (dims * math.log(2)), rel_tol=1e-5)
     assert math.isclose(got["val_kl"], kl_total / n, rel_tol=1e-5)
     assert math.isclose(got["val_mse"], sq / (n * dims), rel_tol=1e-5)
+
+
+def test_the_calibrated_bound_is_the_bound_at_the_best_shared_sigma(splits):
+    """val_bpd_calibrated is val_bpd with sigma_x at its optimum on the split: below val_bpd
+    for any other sigma_x, equal to it at sigma* = sqrt(mean squared residual), computed here
+    independently with the same noise."""
+    config = tiny_config(likelihood="gaussian", sigma_x=0.3, pixel_range="signed")
+    model = build_model(config).eval()
+    images = splits.val.images
+    got = evaluate(model, images, batch_size=7, seed=5)
+    g = torch.Generator().manual_seed(5)
+    sq, n, dims = 0.0, len(images), 784
+    for start in range(0, n, 7):
+        u8 = images[start : start + 7]
+        y = 2 * (u8.float() + torch.rand(u8.shape, generator=g)) / 256 - 1
+        posterior = model.encode(y)
+        z = posterior.sample(g)
+        sq += (y - model.decoder(z)).pow(2).sum().item()
+    sigma_star = math.sqrt(sq / (n * dims))  # model space ([-1, 1]): sigma_x = sigma* / 2
+    assert got["val_bpd_calibrated"] < got["val_bpd"]
+    with torch.no_grad():
+        model.log_sigma_x.fill_(math.log(sigma_star))
+    at_optimum = evaluate(model, images, batch_size=7, seed=5)
+    assert math.isclose(at_optimum["val_bpd"], got["val_bpd_calibrated"], rel_tol=1e-5)
+    assert math.isclose(at_optimum["val_bpd_calibrated"], got["val_bpd_calibrated"], rel_tol=1e-6)
+    # beta * sigma^2 in the loss's units: sigma_x = 0.3 on [0, 1] is 0.6 on [-1, 1].
+    assert math.isclose(effective_beta(build_model(config), 2.0), 2.0 * 0.6**2, rel_tol=1e-6)
+    bernoulli = build_model(tiny_config(likelihood="bernoulli"))
+    assert "val_bpd_calibrated" not in evaluate(bernoulli, images)
+    assert effective_beta(bernoulli, 1.0) is None
 
 
 def test_evaluate_is_deterministic_and_leaves_the_mode_alone(splits):

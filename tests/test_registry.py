@@ -1,11 +1,18 @@
-"""Registration into a real MLflow registry (SQLite): idempotent per sweep, and a champion that
-settles on the best version when sweeps register into one model at once."""
+"""Registration into a real MLflow registry (SQLite): idempotent per sweep, a champion chosen
+on validation among versions of one comparability key, and one that settles on the best
+version when sweeps register into one model at once."""
 
 import pytest
 from conftest import make_splits, migrated_store, tiny_config
 from mlflow.tracking import MlflowClient
 
-from sweeps.registry import _ensure_registered_model, log_and_register, using_tracking_uri
+from sweeps.registry import (
+    KEY,
+    _ensure_registered_model,
+    check_name,
+    log_and_register,
+    using_tracking_uri,
+)
 from vae_core import fit
 
 
@@ -24,19 +31,22 @@ def store(tmp_path):
     return uri, client, experiment
 
 
-def tags(sweep_run_id: str, test_bpd: float, dataset: str = "mnist") -> dict[str, str]:
+MNIST = "mnist/28px/1ch/center/all/val0.1/continuous"
+
+
+def tags(sweep_run_id: str, val_bpd: float, test_bpd: float, key: str = MNIST):
     return {
-        "dataset": dataset,
-        "image_size": "28",
+        KEY: key,
+        "val_bpd": str(val_bpd),
         "test_bpd": str(test_bpd),
         "sweep_run_id": sweep_run_id,
     }
 
 
-def register(store, checkpoint, sweep: str, test_bpd: float, dataset: str = "mnist"):
+def register(store, checkpoint, sweep: str, val_bpd: float, test_bpd=5.0, key=MNIST):
     uri, client, experiment = store
     run_id = client.create_run(experiment).info.run_id
-    return log_and_register(uri, run_id, checkpoint, "m", tags(sweep, test_bpd, dataset))
+    return log_and_register(uri, run_id, checkpoint, "m", tags(sweep, val_bpd, test_bpd, key))
 
 
 def aliases(client):
@@ -51,16 +61,38 @@ def test_a_sweep_registers_once_however_often_it_finishes(store, checkpoint):
     assert len(client.search_model_versions("name = 'm'")) == 1
 
 
-def test_champion_moves_only_to_a_better_version_on_the_same_data(store, checkpoint):
+def test_champion_moves_only_to_a_better_version_of_the_same_key(store, checkpoint):
     client = store[1]
     assert register(store, checkpoint, "a", 5.0).alias == "champion"
     worse = register(store, checkpoint, "b", 6.0)
     assert (worse.alias, worse.previous_champion) == ("challenger", "1")
-    other_data = register(store, checkpoint, "c", 1.0, dataset="fashion_mnist")
+    other_data = register(store, checkpoint, "c", 1.0, key=MNIST.replace("continuous", "binary"))
     assert other_data.alias == "challenger"  # not comparable: the champion stays
     better = register(store, checkpoint, "d", 4.0)
     assert (better.alias, better.previous_champion) == ("champion", "1")
     assert aliases(client) == {"champion": "4", "challenger": "3"}
+
+
+def test_the_champion_is_chosen_on_validation_and_the_test_split_only_reports(store, checkpoint):
+    client = store[1]
+    register(store, checkpoint, "a", val_bpd=5.0, test_bpd=5.0)
+    # Better on the test split, worse on validation: test numbers never promote.
+    assert register(store, checkpoint, "b", val_bpd=5.5, test_bpd=3.0).alias == "challenger"
+    assert register(store, checkpoint, "c", val_bpd=4.5, test_bpd=6.0).alias == "champion"
+    model = client.get_registered_model("m")
+    assert "lowest val_bpd on the validation split" in model.description
+    assert "reported and never compared" in model.description and "test_bpd" in model.description
+    assert model.tags == {KEY: MNIST, "vae_sweep.promoted_on": "val_bpd"}
+
+
+def test_a_sweep_of_another_key_is_refused_by_name_before_it_starts(store, checkpoint):
+    uri = store[0]
+    check_name(uri, "m", MNIST)  # no such model yet: anything goes
+    register(store, checkpoint, "a", 5.0)
+    check_name(uri, "m", MNIST)
+    binary = MNIST.replace("continuous", "binary")
+    with pytest.raises(ValueError, match=f"--registry-name m: holds models of {MNIST}.*{binary}"):
+        check_name(uri, "m", binary)
 
 
 def test_two_sweeps_registering_at_once_leave_the_better_one_champion(store, checkpoint):
@@ -71,7 +103,7 @@ def test_two_sweeps_registering_at_once_leave_the_better_one_champion(store, che
     run_id = client.create_run(experiment).info.run_id
     source = client.get_model_version("m", "1").source
     with using_tracking_uri(uri):
-        client.create_model_version("m", source, run_id=run_id, tags=tags("b", 3.0))
+        client.create_model_version("m", source, run_id=run_id, tags=tags("b", 3.0, 5.0))
     late = register(store, checkpoint, "c", 4.0)
     assert late.alias == "challenger" and aliases(client)["champion"] == "2"
 
@@ -80,8 +112,8 @@ def test_the_registered_model_is_created_once_whoever_comes_second(store):
     """Two sweeps finishing together both find no model and both create it: the second
     create is refused by the store and taken as done (the race CI once hit, as a crash)."""
     uri, client, _ = store
-    _ensure_registered_model(client, "m")
-    _ensure_registered_model(client, "m")  # the other sweep, a moment later
+    _ensure_registered_model(client, "m", MNIST, "val_bpd")
+    _ensure_registered_model(client, "m", MNIST, "val_bpd")  # the other sweep, a moment later
     assert [m.name for m in client.search_registered_models()] == ["m"]
 
 
@@ -90,7 +122,7 @@ def test_registering_leaves_the_sweep_run_as_it_was(store, checkpoint):
     summary come after it): only its owner ends it, once, with the sweep's true status."""
     uri, client, experiment = store
     run_id = client.create_run(experiment).info.run_id
-    registered = log_and_register(uri, run_id, checkpoint, "m", tags(run_id, 5.0))
+    registered = log_and_register(uri, run_id, checkpoint, "m", tags(run_id, 5.0, 5.0))
     assert client.get_run(run_id).info.status == "RUNNING"
     version = client.get_model_version("m", registered.version)
     model_id = version.source.removeprefix("models:/")

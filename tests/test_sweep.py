@@ -30,10 +30,10 @@ EPOCHS = 3
 SAMPLES = 4
 
 
-def sweep(job, *flags, script="shapes.py"):
+def sweep(job, *flags, script="shapes.py", smoke=True):
     return subprocess.run(
-        [sys.executable, str(job / script), "--smoke-test", "--max-epochs", str(EPOCHS)]
-        + ["--storage-path", str(job / "ray"), *flags],
+        [sys.executable, str(job / script), *(["--smoke-test"] if smoke else [])]
+        + ["--max-epochs", str(EPOCHS), "--storage-path", str(job / "ray"), *flags],
         cwd=job,
         capture_output=True,
         text=True,
@@ -103,6 +103,10 @@ def test_one_parent_run_and_one_nested_child_per_trial(done):
     png = client.download_artifacts(parent.info.run_id, "best/reconstructions.png", str(job))
     width, height = Image.open(png).size
     assert width == height and (width - 9 * 2) % 8 == 0  # 8 x 8 tiles: 32 images, 32 recons
+    # Each trial its own seed, the sweep's (0) plus its index: no two train bit-identically.
+    assert sorted(int(c.data.params["train.seed"]) for c in children) == list(range(SAMPLES))
+    for child in children:
+        assert {"val_bpd_calibrated", "effective_beta"} <= set(child.data.metrics)
     killed = [c for c in children if c.info.status == "KILLED"]
     assert killed, "ASHA stopped no trial of this seed: the checks below would be vacuous"
     for child in children:
@@ -152,18 +156,20 @@ def test_best_model_is_registered_and_pulled_back_by_name(done, tmp_path, capsys
     job, uri, first = done
     env_before = os.environ.get("MLFLOW_TRACKING_URI")
     client = MlflowClient(uri)
-    version = client.get_model_version_by_alias("shapes-vae", "champion")
+    version = client.get_model_version_by_alias("shapes64-vae-smoke", "champion")
     tags = version.tags
     assert tags["dataset"] == "shapes" and tags["image_size"] == "64"
+    assert tags["vae_sweep.key"] == "shapes/64px/3ch/center/limit256/val0.1/continuous"
+    assert float(tags["val_bpd_calibrated"]) <= float(tags["val_bpd"])
     assert float(tags["test_bpd"]) > 0 and tags["sweep_run_id"]
-    assert "registered   shapes-vae version 1 as @champion" in first.stdout
+    assert "registered   shapes64-vae-smoke version 1 as @champion" in first.stdout
     assert "mlflow ui --backend-store-uri sqlite:///" in first.stdout
 
-    model = load_model("shapes-vae@champion", tracking_uri=uri)
+    model = load_model("shapes64-vae-smoke@champion", tracking_uri=uri)
     assert not model.training and model.image_shape == (3, 64, 64)
     assert os.environ.get("MLFLOW_TRACKING_URI") == env_before  # no global left behind
     with using_tracking_uri(uri):
-        served = mlflow.pyfunc.load_model("models:/shapes-vae@champion")
+        served = mlflow.pyfunc.load_model("models:/shapes64-vae-smoke@champion")
     assert os.environ.get("MLFLOW_TRACKING_URI") == env_before
     images = np.zeros((2, 3, 64, 64), dtype=np.uint8)
     assert served.predict(images).shape == (2, model.latent_dim)
@@ -171,20 +177,39 @@ def test_best_model_is_registered_and_pulled_back_by_name(done, tmp_path, capsys
     assert recon.shape == (2, 3 * 64 * 64)
 
     cli.main(
-        ["--tracking-uri", uri, "sample", "shapes-vae", "-n", "4", "--out", f"{tmp_path}/s.png"]
+        [
+            "--tracking-uri",
+            uri,
+            "sample",
+            "shapes64-vae-smoke",
+            "-n",
+            "4",
+            "--out",
+            f"{tmp_path}/s.png",
+        ]
     )
     assert (tmp_path / "s.png").is_file()
-    cli.main(["--tracking-uri", uri, "pull", "shapes-vae@champion", "--out", f"{tmp_path}/m"])
+    cli.main(
+        ["--tracking-uri", uri, "pull", "shapes64-vae-smoke@champion", "--out", f"{tmp_path}/m"]
+    )
     assert (tmp_path / "m" / "checkpoint.safetensors").is_file()
     with pytest.raises(SystemExit) as exited:
         cli.main(
-            ["--tracking-uri", uri, "sample", "shapes-vae@best", "--out", f"{tmp_path}/x.png"]
+            [
+                "--tracking-uri",
+                uri,
+                "sample",
+                "shapes64-vae-smoke@best",
+                "--out",
+                f"{tmp_path}/x.png",
+            ]
         )
     assert exited.value.code == 2
     message = capsys.readouterr().err
-    assert "shapes-vae has no alias 'best': versions 1; aliases champion->1" in message
+    assert "shapes64-vae-smoke has no alias 'best': versions 1; aliases champion->1" in message
     with pytest.raises(
-        ModelNotFoundError, match="no registered model 'celeba-vae'; registered models: shapes-vae"
+        ModelNotFoundError,
+        match="no registered model 'celeba-vae'; registered models: shapes64-vae-smoke",
     ):
         load_model("celeba-vae", tracking_uri=uri)
 
@@ -213,12 +238,13 @@ def second(done):
 def test_a_worse_second_sweep_gets_a_new_version_and_the_champion_stays(done, second):
     job, uri, _ = done
     client = MlflowClient(uri)
-    v1, v2 = (client.get_model_version("shapes-vae", v) for v in ("1", "2"))
-    assert float(v2.tags["test_bpd"]) > float(v1.tags["test_bpd"])
-    aliases = client.get_registered_model("shapes-vae").aliases
+    v1, v2 = (client.get_model_version("shapes64-vae-smoke", v) for v in ("1", "2"))
+    assert float(v2.tags["val_bpd"]) > float(v1.tags["val_bpd"])  # validation decides
+    aliases = client.get_registered_model("shapes64-vae-smoke").aliases
     assert {k: str(v) for k, v in aliases.items()} == {"champion": "1", "challenger": "2"}
-    assert "registered   shapes-vae version 2 as @challenger (champion stays version 1)" in (
-        second.stdout
+    assert (
+        "registered   shapes64-vae-smoke version 2 as @challenger (champion stays version 1)"
+        in (second.stdout)
     )
     assert len(runs(uri)[1]) == SAMPLES + 1 + 3 + 1  # two sweeps, separate parent runs
 
@@ -231,6 +257,41 @@ def test_random_search_walks_a_grid_without_early_stopping(done, second):
     assert sorted(int(r.data.params["model.latent_dim"]) for r in trials) == [2, 4, 8]
     assert all(r.info.status == "FINISHED" for r in trials)  # FIFO: none stopped early
     assert not (job / "ray" / "second" / "optuna.db").exists()
+    # Tune's own trial counter seeds them: the grid's three points, three seeds.
+    assert sorted(int(r.data.params["train.seed"]) for r in trials) == [0, 1, 2]
+
+
+SMALLER = """
+from ray import tune
+from sweeps.engine import main
+from shapes import BASE_CONFIG
+
+main({"latent_dim": tune.choice([4, 8])}, {**BASE_CONFIG, "limit": 600, "iwae_samples": 2})
+"""
+
+
+def test_a_sweep_over_other_data_registers_under_its_own_name(done, second):
+    """Not a smoke test, over 600 images a split: another comparability key, so another
+    registered model; the smoke model's champion is not compared with it, nor touched."""
+    job, uri, _ = done
+    (job / "smaller.py").write_text(SMALLER)
+    flags = ("--num-samples", "1", "--max-epochs", "1", "--name", "smaller")
+    result = sweep(job, *flags, script="smaller.py", smoke=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "registered   shapes64-limit600-vae version 1 as @champion" in result.stdout
+    client = MlflowClient(uri)
+    names = {m.name: m for m in client.search_registered_models()}
+    assert set(names) == {"shapes64-vae-smoke", "shapes64-limit600-vae"}
+    assert names["shapes64-limit600-vae"].tags["vae_sweep.key"] == (
+        "shapes/64px/3ch/center/limit600/val0.1/continuous"
+    )
+    assert names["shapes64-vae-smoke"].tags["vae_sweep.key"] == (
+        "shapes/64px/3ch/center/limit256/val0.1/continuous"
+    )
+    assert {k: str(v) for k, v in names["shapes64-vae-smoke"].aliases.items()} == {
+        "champion": "1",
+        "challenger": "2",
+    }
 
 
 def test_settling_a_trial_that_left_nothing_pending_opens_no_checkpoint(done, tmp_path):

@@ -184,13 +184,13 @@ def test_two_sweeps_at_once_log_and_register_on_the_server_and_pull_fetches_over
             study_name=name, storage=f"sqlite:///{tmp_path / 'ray' / name / 'optuna.db'}"
         )
         assert len(study.trials) == 2
-    versions = client.search_model_versions("name = 'shapes-vae'")
+    versions = client.search_model_versions("name = 'shapes64-vae-smoke'")
     assert sorted(v.tags["sweep_run_id"] for v in versions) == sorted(
         p.info.run_id for p in parents.values()
     )
     best = min(versions, key=lambda v: float(v.tags["test_bpd"]))
     champion_is_the_better = str(
-        client.get_registered_model("shapes-vae").aliases["champion"]
+        client.get_registered_model("shapes64-vae-smoke").aliases["champion"]
     ) == str(best.version)
     assert champion_is_the_better
     record(
@@ -204,7 +204,13 @@ def test_two_sweeps_at_once_log_and_register_on_the_server_and_pull_fetches_over
     )
 
     pulled = subprocess.run(  # the installed console script, as a user types it
-        [shutil.which("vae-sweep"), "--tracking-uri", server, "pull", "shapes-vae@champion"]
+        [
+            shutil.which("vae-sweep"),
+            "--tracking-uri",
+            server,
+            "pull",
+            "shapes64-vae-smoke@champion",
+        ]
         + ["--out", str(tmp_path / "model")],
         env=with_credentials(PASSWORD),
         capture_output=True,
@@ -216,7 +222,13 @@ def test_two_sweeps_at_once_log_and_register_on_the_server_and_pull_fetches_over
 
     monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "not-the-password")
     refused = in_process(
-        cli.main, "--tracking-uri", server, "pull", "shapes-vae", "--out", tmp_path / "nope"
+        cli.main,
+        "--tracking-uri",
+        server,
+        "pull",
+        "shapes64-vae-smoke",
+        "--out",
+        tmp_path / "nope",
     )
     assert refused.returncode == 2 and "refused" in refused.stderr
     assert "MLFLOW_TRACKING_PASSWORD" in refused.stderr

@@ -12,6 +12,16 @@ pixels and needs no correction. Since beta and sigma_x do not enter nelbo except
 fitted model, trials with different values compare on val_bpd; train_loss never does.
 
     val_mse      = mean over pixels of (E[x|z = E[z|x]] - x)^2 on the [0, 1] scale
+    val_bpd_calibrated (Gaussian decoders) = val_bpd with the shared sigma set to its optimum
+                   on the split, sigma*^2 = mean over pixels of (x - E[x|z])^2 in model space
+                   (the calibrated decoder of sigma-VAE, Rybkin et al. 2021): the same bound
+                   for every sigma_x a trial trained with, so sigma_x is judged only by the
+                   encoder and decoder it led to. -log p(x|z) per image is then
+                   D/2 * (1 + log(2 pi sigma*^2)).
+    effective_beta = beta * sigma^2 (model space): with a Gaussian decoder the training loss is
+                   ||x - mu||^2 / (2 sigma^2) + beta KL, which is sigma^-2 times
+                   ||x - mu||^2 / 2 + beta sigma^2 KL; Adam, nearly scale-free, sees beta and
+                   sigma_x only through this product (for a learned sigma at its current value).
     val_kl       = KL(q(z|x) || N(0, I)), the rate, nats per image
     active_units = #{j : Cov_x(E[z_j|x]) > 0.01}     (Burda, Grosse & Salakhutdinov, 2016)
     iwae_nll     = -log (1/k) sum_i p(x, z_i) / q(z_i|x),  z_i ~ q(z|x)   (same paper), an
@@ -71,7 +81,8 @@ def evaluate(
     coding = model.coding
     generator = torch.Generator(device).manual_seed(seed)
     dims = math.prod(images.shape[1:])
-    nelbo = kl_sum = sq_err = 0.0
+    gaussian = coding.likelihood != "bernoulli"
+    nelbo = kl_sum = sq_err = sq_residual = 0.0
     means = []
     for batch in index_batches(len(images), batch_size):
         pixels = images[batch].to(device)  # uint8, moved once
@@ -80,6 +91,8 @@ def evaluate(
         kl = posterior.kl()
         nelbo += (-px_z.log_prob(x) + kl).sum().item()
         kl_sum += kl.sum().item()
+        if gaussian:  # model-space residuals of the bound's own sample: the calibrated sigma
+            sq_residual += (x - px_z.mean).pow(2).sum().item()
         target = coding.to_unit(coding.encode(pixels, dequantize=False))
         recon = coding.to_unit(model.decode(posterior.mode()).mean)
         sq_err += (recon - target).pow(2).sum().item()
@@ -87,13 +100,28 @@ def evaluate(
     model.train(was_training)
     n = len(images)
     nelbo = nelbo / n + dims * coding.log_det_per_dim
-    return {
+    metrics = {
         f"{prefix}bpd": to_bpd(nelbo, dims),
         f"{prefix}nelbo": nelbo,
         f"{prefix}mse": sq_err / (n * dims),
         f"{prefix}kl": kl_sum / n,
         "active_units": active_units(torch.cat(means)),
     }
+    if gaussian:
+        variance = max(sq_residual / (n * dims), 1e-12)
+        calibrated = dims / 2 * (1 + math.log(2 * math.pi * variance)) + kl_sum / n
+        metrics[f"{prefix}bpd_calibrated"] = to_bpd(
+            calibrated + dims * coding.log_det_per_dim, dims
+        )
+    return metrics
+
+
+def effective_beta(model: VAE, beta: float) -> float | None:
+    """beta * sigma^2 in the model's pixel space, what training sees of beta and sigma_x
+    (None for a Bernoulli decoder, which has no sigma)."""
+    if not hasattr(model, "log_sigma_x"):
+        return None
+    return beta * math.exp(2 * model.log_sigma_x.item())
 
 
 def active_units(

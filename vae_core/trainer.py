@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from vae_core.checkpoint import Checkpoint, read_checkpoint, save_checkpoint
 from vae_core.config import Config, ConfigError
 from vae_core.data import Splits, load_splits, shuffled_batches
-from vae_core.metrics import elbo_terms, evaluate, training_loss
+from vae_core.metrics import effective_beta, elbo_terms, evaluate, training_loss
 from vae_core.model import VAE, build_model
 
 EpochCallback = Callable[["TrainState"], bool | None]
@@ -226,6 +226,7 @@ def fit(
             **metrics,
             "beta": config.train.kl_weight,
             "sigma_x": state.model.sigma_x,
+            "effective_beta": effective_beta(state.model, config.train.kl_weight),
             "epoch_seconds": time.perf_counter() - start,
         }
         state.history.append(record)
