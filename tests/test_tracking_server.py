@@ -188,7 +188,7 @@ def test_two_sweeps_at_once_log_and_register_on_the_server_and_pull_fetches_over
     assert sorted(v.tags["sweep_run_id"] for v in versions) == sorted(
         p.info.run_id for p in parents.values()
     )
-    best = min(versions, key=lambda v: float(v.tags["test_bpd"]))
+    best = min(versions, key=lambda v: float(v.tags["val_bpd"]))  # chosen on validation
     champion_is_the_better = str(
         client.get_registered_model("shapes64-vae-smoke").aliases["champion"]
     ) == str(best.version)
