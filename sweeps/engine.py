@@ -31,7 +31,7 @@ from sweeps.cluster import Cluster
 from sweeps.finish import Outcome, finish, print_summary
 from sweeps.lifecycle import SweepInterrupted, SweepRuns
 from sweeps.space import describe_space
-from sweeps.spec import METRIC, SweepSpec, build_parser, parse_spec
+from sweeps.spec import SweepSpec, build_parser, parse_spec
 from vae_core import ConfigError, load_splits
 from vae_core.data.arrow import PrepareError
 
@@ -109,7 +109,8 @@ def _parent_params(spec: SweepSpec) -> dict[str, Any]:
         "search": spec.search,
         "scheduler": spec.scheduler,
         "seed": spec.seed,
-        "metric": METRIC,
+        "objective": spec.objective,
+        "metric": spec.metric,
     }
 
 

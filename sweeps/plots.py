@@ -1,12 +1,16 @@
 """Pictures of a whole sweep, logged on its parent run as PNG and interactive HTML:
 Optuna's optimisation history and parameter importances, and a rate-distortion plot (rate =
-val_kl, distortion = val_mse; one point per trial at its best epoch, the best trial marked).
+val_kl, distortion = val_mse; one point per trial at its best epoch, coloured by effective
+beta, the best trial marked; for --objective rate-distortion each trial's last epoch and the
+Pareto front drawn as a staircase).
 """
 
 from __future__ import annotations
 
+import math
 import tempfile
 import warnings
+from functools import partial
 from pathlib import Path
 
 import matplotlib
@@ -20,35 +24,79 @@ from mlflow.tracking import MlflowClient  # noqa: E402
 ARTIFACT_PATH = "sweep"
 
 
-def rate_distortion_points(results, metric: str = "val_bpd") -> list[dict]:
-    """One point per trial: its best epoch's rate, distortion and metric, and its params."""
+def trial_label(result) -> str:
+    """`trial 9ed09191`: the trial's Tune id, as its MLflow run records it (ray.trial_id)."""
+    trial_id = (result.metrics or {}).get("trial_id")
+    return f"trial {trial_id}" if trial_id else Path(result.path).name
+
+
+def rate_distortion_points(results, metric: str = "val_bpd", last: bool = False) -> list[dict]:
+    """One point per trial, at its best epoch by `metric` (or its last): rate, distortion,
+    the bounds, effective beta and its params."""
     points = []
     for result in results:
         history = result.metrics_dataframe
         if history is None or metric not in history or history[metric].isna().all():
             continue
-        row = history.loc[history[metric].idxmin()]
+        row = history.iloc[-1] if last else history.loc[history[metric].idxmin()]
+        extra = {
+            k: float(row[k])
+            for k in ("val_bpd_calibrated", "effective_beta")
+            if k in row and row[k] == row[k]  # present and not NaN
+        }
         points.append(
             {
                 "rate": float(row["val_kl"]),
                 "distortion": float(row["val_mse"]),
                 metric: float(row[metric]),
-                "params": dict(result.config),
-                "trial": Path(result.path).name,
+                **extra,
+                "params": {k: v for k, v in dict(result.config).items()},
+                "trial": trial_label(result),
             }
         )
     return points
 
 
-def _rate_distortion_png(points: list[dict], best: dict, path: Path) -> None:
+def _colour(points: list[dict]) -> tuple[list[float], str]:
+    """Colour by effective beta (what training traded rate against distortion with) where
+    every point has it, else by val_bpd."""
+    if all("effective_beta" in p for p in points):
+        return [math.log10(p["effective_beta"]) for p in points], "log10 effective_beta"
+    return [p["val_bpd"] for p in points], "val_bpd (lower is better)"
+
+
+def _spread(points: list[dict]) -> float:
+    distortions = [p["distortion"] for p in points]
+    return max(distortions) / max(min(distortions), 1e-12)
+
+
+def _title(members: list[dict]) -> str:
+    return (
+        "rate-distortion: Pareto front of the sweep"
+        if members
+        else ("rate-distortion, one point per trial")
+    )
+
+
+def _rate_distortion_png(points: list[dict], best: dict, members: list[dict], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 5), dpi=100)
+    colour, label = _colour(points)
     sc = ax.scatter(
         [p["rate"] for p in points],
         [p["distortion"] for p in points],
-        c=[p["val_bpd"] for p in points],
-        cmap="viridis_r",
+        c=colour,
+        cmap="viridis",
         s=30,
     )
+    if members:
+        ax.step(
+            [p["rate"] for p in members],
+            [p["distortion"] for p in members],
+            where="post",
+            color="black",
+            linewidth=1,
+            label=f"front ({len(members)} registered)",
+        )
     ax.scatter(
         [best["rate"]],
         [best["distortion"]],
@@ -57,49 +105,61 @@ def _rate_distortion_png(points: list[dict], best: dict, path: Path) -> None:
         facecolor="none",
         edgecolor="red",
         linewidth=1.5,
-        label=f"best: {best['trial']}",
+        label=f"{'champion' if members else 'best'}: {best['trial']}",
     )
-    fig.colorbar(sc, ax=ax, label="val_bpd (lower is better)")
+    fig.colorbar(sc, ax=ax, label=label)
     ax.set(
         xlabel="rate: val_kl (nats per image)",
         ylabel="distortion: val_mse",
-        title="rate-distortion, one point per trial",
-        yscale="log",
+        title=_title(members),
+        yscale="log" if _spread(points) > 10 else "linear",
     )
-    ax.legend(loc="upper right")
+    ax.legend(loc="best")
     fig.savefig(path, bbox_inches="tight")
     plt.close(fig)
 
 
-def _rate_distortion_html(points: list[dict], best: dict, path: Path) -> None:
+def _hover(point: dict) -> str:
+    numbers = [
+        f"{k}={point[k]:.4g}"
+        for k in ("val_bpd", "val_bpd_calibrated", "effective_beta")
+        if k in point
+    ]
+    return "<br>".join(
+        [point["trial"], *(f"{k}={v}" for k, v in point["params"].items()), *numbers]
+    )
+
+
+def _rate_distortion_html(points: list[dict], best: dict, members: list[dict], path: Path) -> None:
     import plotly.graph_objects as go
 
-    text = [
-        "<br>".join(
-            [
-                p["trial"],
-                *(f"{k}={v}" for k, v in p["params"].items()),
-                f"val_bpd={p['val_bpd']:.4f}",
-            ]
-        )
-        for p in points
-    ]
+    colour, label = _colour(points)
     fig = go.Figure(
         go.Scatter(
             x=[p["rate"] for p in points],
             y=[p["distortion"] for p in points],
             mode="markers",
-            text=text,
+            text=[_hover(p) for p in points],
             hoverinfo="text",
             marker={
-                "color": [p["val_bpd"] for p in points],
-                "colorscale": "Viridis_r",
+                "color": colour,
+                "colorscale": "Viridis",
                 "showscale": True,
-                "colorbar": {"title": "val_bpd"},
+                "colorbar": {"title": label},
                 "size": 10,
             },
         )
     )
+    if members:
+        fig.add_trace(
+            go.Scatter(
+                x=[p["rate"] for p in members],
+                y=[p["distortion"] for p in members],
+                mode="lines",
+                line={"shape": "hv", "color": "black", "width": 1},
+                hoverinfo="skip",
+            )
+        )
     fig.add_trace(
         go.Scatter(
             x=[best["rate"]],
@@ -110,11 +170,11 @@ def _rate_distortion_html(points: list[dict], best: dict, path: Path) -> None:
         )
     )
     fig.update_layout(
-        title="rate-distortion, one point per trial",
+        title=_title(members),
         showlegend=False,
         xaxis_title="rate: val_kl (nats per image)",
         yaxis_title="distortion: val_mse",
-        yaxis_type="log",
+        yaxis_type="log" if _spread(points) > 10 else "linear",
     )
     fig.write_html(path, include_plotlyjs="cdn")
 
@@ -132,6 +192,14 @@ def _optuna_plots(study: optuna.Study, folder: Path) -> list[str]:
             optuna.visualization.plot_param_importances,
         ),
     }
+    if len(study.directions) > 1:  # rate and distortion: Optuna's own view of the front
+        names = {"target_names": ["rate: val_kl", "distortion: val_mse"]}
+        drawings = {
+            "optuna_pareto_front": (
+                partial(optuna.visualization.matplotlib.plot_pareto_front, **names),
+                partial(optuna.visualization.plot_pareto_front, **names),
+            )
+        }
     for name, (static, interactive) in drawings.items():
         try:
             with warnings.catch_warnings():
@@ -146,15 +214,24 @@ def _optuna_plots(study: optuna.Study, folder: Path) -> list[str]:
 
 
 def log_sweep_plots(
-    client: MlflowClient, run_id: str, results, study_name: str, study_storage: str | None, best
+    client: MlflowClient,
+    run_id: str,
+    results,
+    study_name: str,
+    study_storage: str | None,
+    best,
+    front: list[str] | None = None,
 ) -> None:
+    """The sweep's pictures on its run; `front`: the trials of a rate-distortion sweep's
+    Pareto front (its points are then each trial's last epoch, the one registered)."""
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        points = rate_distortion_points(results)
-        best_point = next((p for p in points if p["trial"] == Path(best.path).name), None)
+        points = rate_distortion_points(results, last=front is not None)
+        best_point = next((p for p in points if p["trial"] == trial_label(best)), None)
+        members = [p for name in front or [] for p in points if p["trial"] == name]
         if points and best_point:
-            _rate_distortion_png(points, best_point, folder / "rate_distortion.png")
-            _rate_distortion_html(points, best_point, folder / "rate_distortion.html")
+            _rate_distortion_png(points, best_point, members, folder / "rate_distortion.png")
+            _rate_distortion_html(points, best_point, members, folder / "rate_distortion.html")
         skipped = []
         if study_storage is not None:  # TPE sweeps have an Optuna study; random ones do not
             study = optuna.load_study(study_name=study_name, storage=study_storage)

@@ -45,6 +45,7 @@ from vae_core.model import VAE
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 KEY, PROMOTED_ON = "vae_sweep.key", "vae_sweep.promoted_on"  # tags of model and versions
+PROMOTED_MODE = "vae_sweep.promoted_mode"  # min, or max for a score
 SERVING_CODE = Path(__file__).with_name("serving.py")
 
 
@@ -88,17 +89,20 @@ def log_and_register(
     name: str,
     tags: dict[str, str],
     metric: str = "val_bpd",
+    mode: str = "min",
 ) -> Registered:
     """Log the checkpoint as a pyfunc model under `run_id`, register it as a new version of
     `name` (or find the one this sweep, tags["sweep_run_id"], registered already), and give it
     the champion or challenger alias. `tags` hold the version's key (tags[KEY]) and its
-    validation metrics; a new registered model is promoted on `metric`. The run stays as it
+    validation metrics; a new registered model is promoted on `metric` (`mode` min or max).
+    The run stays as it
     was: only its owner ends it."""
     client = MlflowClient(tracking_uri)
-    _ensure_registered_model(client, name, tags[KEY], metric)
-    earlier = client.search_model_versions(
-        f"name = '{name}' and tags.sweep_run_id = '{tags['sweep_run_id']}'"
-    )
+    _ensure_registered_model(client, name, tags[KEY], metric, mode)
+    same = f"name = '{name}' and tags.sweep_run_id = '{tags['sweep_run_id']}'"
+    if "trial_run_id" in tags:  # a front registers one version per member trial
+        same += f" and tags.trial_run_id = '{tags['trial_run_id']}'"
+    earlier = client.search_model_versions(same)
     if earlier:
         return _settle_aliases(client, name, str(earlier[0].version))
     model_id = _log_model(client, run_id, checkpoint)
@@ -107,6 +111,20 @@ def log_and_register(
             name, f"models:/{model_id}", run_id=run_id, tags=tags, model_id=model_id
         )
     return _settle_aliases(client, name, str(version.version))
+
+
+def make_champion(tracking_uri: str, name: str, version: str, why: str) -> Registered:
+    """`version` becomes champion by the user's choice on validation numbers (a front's
+    member picked with --pick); the choice is tagged on the version."""
+    client = MlflowClient(tracking_uri)
+    before = _alias_version(client, name, CHAMPION)
+    client.set_model_version_tag(name, version, "vae_sweep.picked", why)
+    client.set_registered_model_alias(name, CHAMPION, version)
+    aliases = client.get_registered_model(name).aliases
+    if str(aliases.get(CHALLENGER)) == version:
+        client.delete_registered_model_alias(name, CHALLENGER)
+    previous = str(before.version) if before and str(before.version) != version else None
+    return Registered(name, version, CHAMPION, previous)
 
 
 def _log_model(client: MlflowClient, run_id: str, checkpoint: Path) -> str:
@@ -153,11 +171,12 @@ def _settle_aliases(client: MlflowClient, name: str, version: str) -> Registered
     """Champion: the best on validation of the current champion and the versions newer than
     it of the same key, re-checked until it stands (another sweep may register meanwhile);
     `version` is challenger if it did not win."""
-    metric = client.get_registered_model(name).tags.get(PROMOTED_ON, "val_bpd")
+    rule = client.get_registered_model(name).tags
+    metric, mode = rule.get(PROMOTED_ON, "val_bpd"), rule.get(PROMOTED_MODE, "min")
     first = _alias_version(client, name, CHAMPION)
     for _ in range(5):
         champion = _alias_version(client, name, CHAMPION)
-        best = _best_since(client, name, champion, metric)
+        best = _best_since(client, name, champion, metric, mode)
         if champion is not None and best.version == champion.version:
             break
         client.set_registered_model_alias(name, CHAMPION, best.version)
@@ -169,9 +188,10 @@ def _settle_aliases(client: MlflowClient, name: str, version: str) -> Registered
     return Registered(name, version, CHALLENGER, str(champion.version))
 
 
-def _best_since(client: MlflowClient, name: str, champion, metric: str):
-    """The version with the lowest `metric` among `champion` and every newer version of its
-    key (or, with no champion yet, among all versions of the newest version's key)."""
+def _best_since(client: MlflowClient, name: str, champion, metric: str, mode: str):
+    """The version with the best `metric` (lowest, or highest for mode max) among `champion`
+    and every newer version of its key (or, with no champion yet, among all versions of the
+    newest version's key); a version without the metric never wins."""
     versions = sorted(
         client.search_model_versions(f"name = '{name}'"), key=lambda v: int(v.version)
     )
@@ -180,21 +200,25 @@ def _best_since(client: MlflowClient, name: str, champion, metric: str):
         [v for v in versions if int(v.version) > int(champion.version)] if champion else versions
     )
     rivals = [v for v in newer if v.tags.get(KEY) == reference.tags.get(KEY)]
+    sign = -1.0 if mode == "max" else 1.0
     return min(
         [*([champion] if champion else []), *rivals],
-        key=lambda v: float(v.tags.get(metric, math.inf)),
+        key=lambda v: sign * float(v.tags.get(metric, sign * math.inf)),
     )
 
 
-def _ensure_registered_model(client: MlflowClient, name: str, key: str, metric: str) -> None:
+def _ensure_registered_model(
+    client: MlflowClient, name: str, key: str, metric: str, mode: str = "min"
+) -> None:
     """Create the registered model unless it exists. Create first and take 'already exists'
     as done: a look-then-create would race with another sweep registering at the same time."""
     try:
         client.create_registered_model(
             name,
-            tags={KEY: key, PROMOTED_ON: metric},
+            tags={KEY: key, PROMOTED_ON: metric, PROMOTED_MODE: mode},
             description=(
-                f"VAEs found by vae-sweep on {key}. Alias champion = the lowest {metric} on the "
+                f"VAEs found by vae-sweep on {key}. Alias champion = the "
+                f"{'highest' if mode == 'max' else 'lowest'} {metric} on the "
                 "validation split; each version also records test_bpd and the IWAE bound on "
                 "the test split, which are reported and never compared."
             ),

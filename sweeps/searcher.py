@@ -82,7 +82,8 @@ class PruningAwareOptunaSearch(OptunaSearch):
             super().on_trial_complete(trial_id, result, error)
             return
         trial = self._ot_trials[trial_id]
-        trial.report(result[self._metric], result[TRAINING_ITERATION])  # the stopping result
+        if not isinstance(self._metric, list):  # Optuna keeps no curve of several objectives
+            trial.report(result[self._metric], result[TRAINING_ITERATION])  # the stopping one
         self._ot_study.tell(trial, state=TrialState.PRUNED)
         self._completed_trials.add(trial_id)
 
@@ -117,15 +118,20 @@ def make_searcher(
     storage_url: str,
     seed: int,
     max_epochs: int,
-    metric: str = "val_bpd",
+    metrics: list[str] | None = None,
+    modes: list[str] | None = None,
     study_copy: str | None = None,
 ) -> PruningAwareOptunaSearch:
-    """TPE, seeded, on a persistent study named after the sweep (two sweeps never merge);
-    with `study_copy` (its URI beside the sweep's state on remote storage), the study travels
-    with the state."""
+    """TPE, seeded, on a persistent study named after the sweep (two sweeps never merge),
+    optimising `metrics` in `modes` (default: minimise val_bpd; two make it Optuna's
+    multi-objective TPE); with `study_copy` (its URI beside the sweep's state on remote
+    storage), the study travels with the state."""
+    metrics = metrics or ["val_bpd"]
+    modes = modes or ["min"] * len(metrics)
+    several = len(metrics) > 1
     return PruningAwareOptunaSearch(
-        metric=metric,
-        mode="min",
+        metric=metrics if several else metrics[0],
+        mode=modes if several else modes[0],
         study_name=study_name,
         storage=optuna.storages.RDBStorage(storage_url),
         sampler=optuna.samplers.TPESampler(seed=seed),

@@ -15,7 +15,7 @@ from ray.tune.stopper import Stopper
 from sweeps import preflight
 from sweeps.lifecycle import EndTrialRuns, Stops, trial_epoch
 from sweeps.searcher import STUDY_COPY, make_searcher
-from sweeps.spec import METRIC, SweepSpec
+from sweeps.spec import SweepSpec
 from sweeps.trainable import SweepContext, train_trial
 
 
@@ -105,7 +105,8 @@ def build_tuner(
             study_db,
             spec.seed,
             spec.max_epochs,
-            METRIC,
+            spec.searched,
+            ["min"] * 2 if spec.multi_objective else [spec.mode],
             study_copy=spec.on_storage(spec.name, STUDY_COPY) if remote else None,
         )
         if spec.max_concurrent:
@@ -129,8 +130,9 @@ def build_tuner(
         trainable,
         param_space=dict(spec.space),
         tune_config=tune.TuneConfig(
-            metric=METRIC,
-            mode="min",
+            # Two objectives are the searcher's alone (Tune ranks on one metric).
+            metric=None if spec.multi_objective else spec.metric,
+            mode=None if spec.multi_objective else spec.mode,
             search_alg=searcher,
             scheduler=scheduler,
             num_samples=spec.num_samples,
@@ -148,9 +150,12 @@ def build_tuner(
                 EndTrialRuns(spec.tracking_uri, stops(spec)),
                 *([budget] if budget else []),
             ],
+            # The best epoch, and always the latest; a point of a front is a trial's last.
             checkpoint_config=tune.CheckpointConfig(
-                num_to_keep=1, checkpoint_score_attribute=METRIC, checkpoint_score_order="min"
-            ),  # the best epoch, and always the latest
+                num_to_keep=1,
+                checkpoint_score_attribute=None if spec.multi_objective else spec.metric,
+                checkpoint_score_order=spec.mode,
+            ),
             failure_config=tune.FailureConfig(max_failures=2),
         ),
     )

@@ -82,7 +82,30 @@ def test_the_champion_is_chosen_on_validation_and_the_test_split_only_reports(st
     model = client.get_registered_model("m")
     assert "lowest val_bpd on the validation split" in model.description
     assert "reported and never compared" in model.description and "test_bpd" in model.description
-    assert model.tags == {KEY: MNIST, "vae_sweep.promoted_on": "val_bpd"}
+    assert model.tags == {
+        KEY: MNIST,
+        "vae_sweep.promoted_on": "val_bpd",
+        "vae_sweep.promoted_mode": "min",
+    }
+
+
+def test_a_score_promotes_the_highest(store, checkpoint):
+    """A model promoted on a score (--objective val_mig): the highest wins, and a version
+    without the score never does."""
+    uri, client, experiment = store
+
+    def register_mig(sweep: str, mig: float | None):
+        run_id = client.create_run(experiment).info.run_id
+        tags = {KEY: MNIST, "sweep_run_id": sweep, "test_bpd": "5"}
+        if mig is not None:
+            tags["val_mig"] = str(mig)
+        return log_and_register(uri, run_id, checkpoint, "m", tags, "val_mig", "max")
+
+    assert register_mig("a", 0.2).alias == "champion"
+    assert register_mig("b", 0.1).alias == "challenger"
+    assert register_mig("c", None).alias == "challenger"
+    assert register_mig("d", 0.3).alias == "champion"
+    assert "the highest val_mig" in client.get_registered_model("m").description
 
 
 def test_a_sweep_of_another_key_is_refused_by_name_before_it_starts(store, checkpoint):

@@ -1,7 +1,10 @@
-"""A real sweep on the built-in shapes: local Ray, Optuna + ASHA, MLflow on SQLite, the
-registry, and the model pulled back by name. The script runs from a copy elsewhere, as
-`ray submit` runs it. One sweep serves every check that only reads its results."""
+"""Real sweeps on the built-in shapes: local Ray, Optuna + ASHA, MLflow on SQLite, the
+registry, and the model pulled back by name; a second, worse sweep into the same model; and a
+rate-distortion sweep over other data, whose Pareto front is registered under its own name.
+The script runs from a copy elsewhere, as `ray submit` runs it. One sweep serves every check
+that only reads its results."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -20,8 +23,15 @@ from PIL import Image
 from ray import tune
 
 from sweeps import cli
+from sweeps.finish import Candidate, non_dominated, pick
 from sweeps.lifecycle import Stops, SweepRuns, end_trial_run, epochs_spent
-from sweeps.registry import ModelNotFoundError, load_model, parse_ref, using_tracking_uri
+from sweeps.registry import (
+    ModelNotFoundError,
+    load_model,
+    make_champion,
+    parse_ref,
+    using_tracking_uri,
+)
 from sweeps.searcher import PruningAwareOptunaSearch
 from sweeps.space import check_space
 from vae_core import Config, ConfigError
@@ -264,26 +274,40 @@ def test_random_search_walks_a_grid_without_early_stopping(done, second):
 SMALLER = """
 from ray import tune
 from sweeps.engine import main
-from shapes import BASE_CONFIG
+from shapes import BASE_CONFIG, SEARCH_SPACE
 
-main({"latent_dim": tune.choice([4, 8])}, {**BASE_CONFIG, "limit": 600, "iwae_samples": 2})
+main(SEARCH_SPACE, {**BASE_CONFIG, "limit": 600, "iwae_samples": 2})
 """
+FRONT = "shapes64-limit600-vae"
 
 
-def test_a_sweep_over_other_data_registers_under_its_own_name(done, second):
-    """Not a smoke test, over 600 images a split: another comparability key, so another
-    registered model; the smoke model's champion is not compared with it, nor touched."""
+@pytest.fixture(scope="module")
+def front(done, second):
+    """Not a smoke test: a rate-distortion sweep over 600 images a split (another
+    comparability key) into the same store, Optuna's multi-objective TPE with FIFO."""
     job, uri, _ = done
     (job / "smaller.py").write_text(SMALLER)
-    flags = ("--num-samples", "1", "--max-epochs", "1", "--name", "smaller")
-    result = sweep(job, *flags, script="smaller.py", smoke=False)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "registered   shapes64-limit600-vae version 1 as @champion" in result.stdout
+    flags = ("--num-samples", "4", "--max-concurrent", "2", "--max-epochs", "1", "--name", "rd")
+    result = sweep(job, *flags, "--objective", "rate-distortion", script="smaller.py", smoke=False)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     client = MlflowClient(uri)
+    parent = next(r for r in runs(uri)[1] if r.data.tags.get("vae_sweep.sweep_name") == "rd")
+    table = json.loads(
+        Path(
+            client.download_artifacts(parent.info.run_id, "sweep/pareto_front.json", str(job))
+        ).read_text()
+    )
+    rows = [dict(zip(table["columns"], row, strict=True)) for row in table["data"]]
+    return client, parent, trial_runs(uri, "rd"), rows, result.stdout
+
+
+def test_a_sweep_over_other_data_registers_under_its_own_name(done, front):
+    """The smoke model's champion is not compared with the real sweep's models, nor touched."""
+    client = front[0]
     names = {m.name: m for m in client.search_registered_models()}
-    assert set(names) == {"shapes64-vae-smoke", "shapes64-limit600-vae"}
-    assert names["shapes64-limit600-vae"].tags["vae_sweep.key"] == (
-        "shapes/64px/3ch/center/limit600/val0.1/continuous"
+    assert set(names) == {"shapes64-vae-smoke", FRONT}
+    assert (
+        names[FRONT].tags["vae_sweep.key"] == "shapes/64px/3ch/center/limit600/val0.1/continuous"
     )
     assert names["shapes64-vae-smoke"].tags["vae_sweep.key"] == (
         "shapes/64px/3ch/center/limit256/val0.1/continuous"
@@ -292,6 +316,50 @@ def test_a_sweep_over_other_data_registers_under_its_own_name(done, second):
         "champion": "1",
         "challenger": "2",
     }
+
+
+def test_rate_distortion_searches_two_objectives_without_early_stopping(done, front):
+    job = done[0]
+    _, parent, trials, _, _ = front
+    study = optuna.load_study(study_name="rd", storage=f"sqlite:///{job / 'ray/rd/optuna.db'}")
+    assert len(study.directions) == 2 and len(study.trials) == 4
+    assert len(trials) == 4 and all(r.info.status == "FINISHED" for r in trials)  # FIFO
+    assert parent.data.params["objective"] == "rate-distortion"
+
+
+def test_the_front_is_on_the_parent_run_and_in_the_registry(done, front):
+    job = done[0]
+    client, parent, trials, rows, stdout = front
+    # The members are exactly the non-dominated trials, on what each reported last.
+    points = [(r.data.metrics["val_kl"], r.data.metrics["val_mse"]) for r in trials]
+    expected = sorted(points[i] for i in non_dominated(points))
+    got = sorted((row["val_kl"], row["val_mse"]) for row in rows)
+    assert len(got) == len(expected)
+    assert all(a == pytest.approx(b) for a, b in zip(got, expected, strict=True))
+    versions = client.search_model_versions(f"name = '{FRONT}'")
+    assert sorted(str(v.version) for v in versions) == sorted(str(r["version"]) for r in rows)
+    for v in versions:
+        assert v.tags["vae_sweep.front"].startswith("rate ") and v.tags["sweep_run_id"]
+    champion = client.get_registered_model(FRONT).aliases["champion"]
+    assert str(champion) == str(min(rows, key=lambda row: row["val_bpd"])["version"])
+    assert f"front        {len(rows)} members" in stdout
+    png = client.download_artifacts(parent.info.run_id, "sweep/rate_distortion.png", str(job))
+    assert Image.open(png).size[0] > 400
+    files = {a.path for a in client.list_artifacts(parent.info.run_id, "sweep")}
+    assert "sweep/optuna_pareto_front.png" in files
+
+
+def test_pick_takes_the_lowest_distortion_within_the_rate_and_the_registry_follows(done, front):
+    uri = done[1]
+    client, _, _, rows, _ = front
+    members = [Candidate(None, None, row) for row in rows]  # by increasing rate
+    chosen, note = pick(members, max(row["val_kl"] for row in rows))
+    assert chosen.metrics == min(rows, key=lambda row: row["val_mse"]) and "max-rate" in note
+    lowest, note = pick(members, rows[0]["val_kl"] / 2)  # nothing within: the lowest rate
+    assert lowest.metrics == rows[0] and "no member has val_kl <=" in note
+    registered = make_champion(uri, FRONT, str(rows[0]["version"]), note)
+    assert str(client.get_registered_model(FRONT).aliases["champion"]) == registered.version
+    assert client.get_model_version(FRONT, registered.version).tags["vae_sweep.picked"] == note
 
 
 def test_settling_a_trial_that_left_nothing_pending_opens_no_checkpoint(done, tmp_path):

@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 from vae_core.checkpoint import Checkpoint, read_checkpoint, save_checkpoint
 from vae_core.config import Config, ConfigError
 from vae_core.data import Splits, load_splits, shuffled_batches
+from vae_core.factors import factor_scores
 from vae_core.metrics import effective_beta, elbo_terms, evaluate, training_loss
 from vae_core.model import VAE, build_model
 
@@ -218,6 +219,9 @@ def fit(
             bar = tqdm(total=len(data.train), unit="img", desc=desc, dynamic_ncols=True)
         train_loss = _train_epoch(state, train_images, device, bar)
         metrics = evaluate(state.model, data.val.images)  # same noise for every trial
+        if data.val.factors:  # known generative factors (shapes): how much the code holds
+            scores = factor_scores(state.model, data.val.images, data.val.factors)
+            metrics.update({f"val_{name}": value for name, value in scores.items()})
         state.epoch += 1
         record = {
             "epoch": state.epoch,
