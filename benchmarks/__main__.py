@@ -35,6 +35,7 @@ BENCHMARKS = {
     "seed_keras_conv": ([], ["--quick"]),
     "seed_study": ([], ["--quick"]),
     "seed_celeba": ([], ["--quick"]),
+    "quickstart": ([], ["--", "--num-samples", "2", "--max-epochs", "2"]),
 }
 
 

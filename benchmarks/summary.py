@@ -89,7 +89,17 @@ def gpu_packing(r: dict) -> list[Row]:
     return rows
 
 
+def quickstart(r: dict) -> list[Row]:
+    recognised, minutes = r["reconstruction_accuracy"], r["sweep_seconds"] / 60
+    return [
+        ("quick start: the champion's reconstructions whose shape a classifier recognises",
+         f"{recognised:.1%} ({minutes:.1f} min)", f">= {r['target']:.0%} in ~10 min",
+         _verdict(recognised >= r["target"])),
+    ]  # fmt: skip
+
+
 ROWS: dict[str, Callable[[dict], list[Row]]] = {
+    "quickstart": quickstart,
     "trainer_speed": trainer_speed,
     "platform_overhead": platform_overhead,
     "search_efficiency": search_efficiency,
