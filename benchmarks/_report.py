@@ -9,6 +9,7 @@ import platform
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,19 @@ def command() -> str:
     script = Path(sys.argv[0]).resolve()
     name = script.relative_to(REPO) if script.is_relative_to(REPO) else script
     return " ".join(["python", str(name), *sys.argv[1:]])
+
+
+def timed_run(
+    args: list[str], what: str, **kwargs: Any
+) -> tuple[subprocess.CompletedProcess, float]:
+    """Run a command to its end, its output captured; its result and wall seconds. A failure
+    stops the benchmark, saying `what` failed and how it ended."""
+    started = time.monotonic()
+    done = subprocess.run(args, capture_output=True, text=True, **kwargs)
+    seconds = time.monotonic() - started
+    if done.returncode != 0:
+        raise SystemExit(f"{what} failed:\n{done.stderr[-3000:]}")
+    return done, seconds
 
 
 def save_json(name: str, data: dict) -> Path:

@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import tempfile
 import time
 
 import torch
-from _report import REPO, command, commit, machine, save_json, write_section
+from _report import REPO, command, commit, machine, save_json, timed_run, write_section
 from torch import nn
 
 from vae_core import Config, load_splits
@@ -78,22 +77,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--classifier-epochs", type=int, default=3)
+    parser.add_argument("--classifier-epochs", type=int, default=20)
     parser.add_argument("flags", nargs="*", help="after --: flags for sweeps/shapes.py")
     args = parser.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
 
     with tempfile.TemporaryDirectory() as folder:
-        started = time.monotonic()
-        done = subprocess.run(
-            [sys.executable, str(REPO / "sweeps" / "shapes.py"), *args.flags],
-            cwd=folder,
-            capture_output=True,
-            text=True,
-        )
-        sweep_seconds = time.monotonic() - started
-        if done.returncode != 0:
-            raise SystemExit(f"the quick start failed:\n{done.stderr[-3000:]}")
+        shapes = [sys.executable, str(REPO / "sweeps" / "shapes.py"), *args.flags]
+        done, sweep_seconds = timed_run(shapes, "the quick start", cwd=folder)
         summary = done.stdout[done.stdout.rfind("vae-sweep: sweep") :].strip()
         from sweeps.registry import load_model
 

@@ -15,13 +15,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-from _report import REPO, command, commit, machine, save_json, trial_results, write_section
+from _report import (
+    REPO,
+    command,
+    commit,
+    machine,
+    save_json,
+    timed_run,
+    trial_results,
+    write_section,
+)
 
 from sweeps.finish import non_dominated
 
@@ -47,20 +54,17 @@ def front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
 
 def sweep(folder: Path, name: str, flags: list[str]) -> tuple[list[tuple[float, float]], float]:
     """One mnist.py sweep; each trial's last (val_kl, val_mse) and the sweep's seconds."""
-    started = time.monotonic()
-    done = subprocess.run(
+    _, seconds = timed_run(
         [sys.executable, str(REPO / "sweeps" / "mnist.py"), *flags, "--name", name,
          "--storage-path", str(folder / "ray"), "--tracking-uri", f"sqlite:///{folder}/mlflow.db"],
-        cwd=folder, capture_output=True, text=True,
+        f"sweep {name}", cwd=folder,
     )  # fmt: skip
-    if done.returncode != 0:
-        raise SystemExit(f"sweep {name} failed:\n{done.stderr[-3000:]}")
     points = [
         (results[-1]["val_kl"], results[-1]["val_mse"])
         for _, results in trial_results(folder / "ray" / name)
         if results
     ]
-    return points, time.monotonic() - started
+    return points, seconds
 
 
 def plot(fronts: dict[str, list], points: dict[str, list], reference) -> None:

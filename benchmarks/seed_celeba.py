@@ -28,7 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _report import REPO, command, commit, machine, save_json, write_section
+from _report import REPO, command, commit, machine, save_json, timed_run, write_section
 
 NAME = "seed_celeba"
 SEARCHED = [  # sweeps/celeba.py's search space, as MLflow params of the best trial
@@ -148,16 +148,8 @@ def run_standin(seed: dict, limit: int, epochs: int, folder: Path, env: dict) ->
     """vae-train (its main, through `python -m`) on shapes; its last epoch and test metrics."""
     out = folder / "run"
     flags = standin_flags(seed, limit, epochs, out)
-    start = time.perf_counter()
-    done = subprocess.run(
-        [sys.executable, "-m", "vae_core.cli.train", *flags],
-        env=env,
-        capture_output=True,
-        text=True,
-    )
-    seconds = time.perf_counter() - start
-    if done.returncode != 0:
-        raise SystemExit(f"vae-train stand-in failed:\n{done.stderr[-3000:]}")
+    train = [sys.executable, "-m", "vae_core.cli.train", *flags]
+    _, seconds = timed_run(train, "vae-train stand-in", env=env)
     history = json.loads((out / "metrics.json").read_text())
     shown = [f if f != str(out) else "runs/standin" for f in flags]
     return {
