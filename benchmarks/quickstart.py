@@ -12,13 +12,14 @@ recognises at least 90% of the champion's reconstructions, within about ten minu
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
 import time
 
 import torch
-from _report import REPO, command, commit, machine, save_json, timed_run, write_section
+from _report import REPO, save_json, timed_run, write_section
 from torch import nn
 
 from vae_core import Config, load_splits
@@ -112,18 +113,20 @@ def main() -> None:
         "target": TARGET,
         "met": recons >= TARGET,
     }
-    save_json("quickstart", figures)
-    write_section("quickstart", report(figures))
+    saved = save_json("quickstart", figures)
+    write_section("quickstart", report(json.loads(saved.read_text())))
 
 
 def report(f: dict) -> str:
-    flags = " ".join(f["flags"]) or "(its defaults)"
+    flags = f"`python sweeps/shapes.py {' '.join(f['flags'])}`".replace(" `", "`")
+    if not f["flags"]:
+        flags += " (its defaults)"
     shapes = ", ".join(f"{k} {v:.0%}" for k, v in f["per_shape"].items())
     verdict = "met" if f["met"] else "missed"
     return f"""## Quick start: the champion's reconstructions, recognised
 
-`{command()}` at commit {commit()}, on {machine()}.
-`python sweeps/shapes.py {flags}` in a fresh folder (local Ray, SQLite store), then a small CNN
+`{f["command"]}` at commit {f["commit"]}, on {f["machine"]}.
+{flags} in a fresh folder (local Ray, SQLite store), then a small CNN
 trained {f["classifier_seconds"]:.0f} s on the generated training images classifies the shapes
 of the 2,000 test images and of the champion's reconstructions of them (decoder mean at the
 posterior mean).

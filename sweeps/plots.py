@@ -60,7 +60,7 @@ def rate_distortion_points(results, metric: str = "val_bpd", last: bool = False)
 def _colour(points: list[dict]) -> tuple[list[float], str]:
     """Colour by effective beta (what training traded rate against distortion with) where
     every point has it, else by val_bpd."""
-    if all("effective_beta" in p for p in points):
+    if all(p.get("effective_beta", 0) > 0 for p in points):  # (kl_weight 0 has none)
         return [math.log10(p["effective_beta"]) for p in points], "log10 effective_beta"
     return [p["val_bpd"] for p in points], "val_bpd (lower is better)"
 

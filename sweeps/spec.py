@@ -178,8 +178,13 @@ class SweepSpec:
 
     @property
     def searched(self) -> list[str]:
-        """What the searcher minimises: the metric, or rate and distortion."""
+        """What the searcher optimises: the metric, or rate and distortion."""
         return [RATE, DISTORTION] if self.multi_objective else [self.metric]
+
+    @property
+    def modes(self) -> list[str]:
+        """min or max, for each of `searched`."""
+        return ["min", "min"] if self.multi_objective else [self.mode]
 
     @property
     def max_rate(self) -> float | None:

@@ -41,6 +41,9 @@ REPORTED = (
     "active_units",
     "sigma_x",
     "effective_beta",
+    "val_shape_accuracy",  # the factor scores, where the data has factors (shapes)
+    "val_factor_r2",
+    "val_mig",
 )
 
 

@@ -106,7 +106,7 @@ def build_tuner(
             spec.seed,
             spec.max_epochs,
             spec.searched,
-            ["min"] * 2 if spec.multi_objective else [spec.mode],
+            spec.modes,
             study_copy=spec.on_storage(spec.name, STUDY_COPY) if remote else None,
         )
         if spec.max_concurrent:

@@ -80,7 +80,7 @@ def test_a_lost_worker_node_s_trial_finishes_on_the_other_from_its_checkpoint(cl
     history = MlflowClient(uri).get_metric_history(moved.info.run_id, "val_bpd")
     steps = {m.step for m in history}
     assert steps == set(range(1, 7))
-    assert "registered   shapes64-vae-smoke version 1" in out
+    assert "registered   shapes32-vae-smoke version 1" in out
     parent = next(
         r for r in MlflowClient(uri).search_runs(["1"]) if r.data.tags.get(ROLE) == "sweep"
     )

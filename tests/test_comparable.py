@@ -17,7 +17,7 @@ def config(**fields) -> Config:
     [
         (celeba.BASE_64, "celeba64-vae"),
         (celeba.BASE_128, "celeba128-tight-vae"),
-        (shapes.BASE_CONFIG, "shapes64-vae"),
+        (shapes.BASE_CONFIG, "shapes32-vae"),
         (mnist.BASE_CONFIG, "mnist28-vae"),
         ({"dataset": "mnist", "likelihood": "bernoulli"}, "mnist28-binary-vae"),
         (
@@ -34,7 +34,7 @@ def test_each_key_has_its_own_default_name(fields, name):
 
 def test_a_smoke_test_never_touches_a_real_name():
     smoke = config(**shapes.BASE_CONFIG, limit=256)  # what --smoke-test makes of the base
-    assert registry_name(smoke, None, smoke_test=True) == "shapes64-vae-smoke"
+    assert registry_name(smoke, None, smoke_test=True) == "shapes32-vae-smoke"
     assert registry_name(smoke, "faces", smoke_test=True) == "faces-smoke"
     assert registry_name(smoke, "faces", smoke_test=False) == "faces"
 

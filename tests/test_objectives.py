@@ -18,6 +18,8 @@ def test_each_objective_searches_what_it_says():
     assert (spec().metric, spec().searched, spec().scheduler) == ("val_bpd", ["val_bpd"], "asha")
     calibrated = spec("--objective", "val_bpd_calibrated")
     assert calibrated.metric == calibrated.searched[0] == "val_bpd_calibrated"
+    mig = spec("--objective", "val_mig")
+    assert (mig.metric, mig.mode, mig.searched) == ("val_mig", "max", ["val_mig"])
     front = spec("--objective", "rate-distortion", "--pick", "max-rate=20")
     assert front.searched == ["val_kl", "val_mse"] and front.metric == "val_bpd"
     assert front.scheduler == "fifo" and front.max_rate == 20.0  # ASHA ranks on one metric
@@ -43,6 +45,12 @@ def test_the_calibrated_bound_needs_a_gaussian_decoder():
         parse_spec(
             {"latent_dim": tune.choice([4, 8])}, bernoulli, ["--objective", "val_bpd_calibrated"]
         )
+
+
+def test_a_factor_score_needs_data_with_factors():
+    mnist = {"dataset": "mnist", "arch": "conv"}
+    with pytest.raises(SpecError, match="--objective val_mig: scores the code against the data"):
+        parse_spec({"latent_dim": tune.choice([4, 8])}, mnist, ["--objective", "val_mig"])
 
 
 def test_the_front_is_every_point_no_other_beats_on_both():

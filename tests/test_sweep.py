@@ -43,7 +43,8 @@ SAMPLES = 4
 def sweep(job, *flags, script="shapes.py", smoke=True):
     return subprocess.run(
         [sys.executable, str(job / script), *(["--smoke-test"] if smoke else [])]
-        + ["--max-epochs", str(EPOCHS), "--storage-path", str(job / "ray"), *flags],
+        + ["--max-epochs", str(EPOCHS), "--grace-period", "2"]  # ASHA's one rung: epoch 2
+        + ["--storage-path", str(job / "ray"), *flags],
         cwd=job,
         capture_output=True,
         text=True,
@@ -94,7 +95,7 @@ def test_one_parent_run_and_one_nested_child_per_trial(done):
     assert parent.info.status == "FINISHED" and parent.info.run_name == "first"
     assert {"git_sha", "version.ray", "version.optuna", "version.mlflow"} <= set(parent.data.tags)
     assert parent.data.params["space.kl_weight"] == "loguniform(0.25, 4)"  # readable
-    assert parent.data.params["space.latent_dim"] == "choice([4, 8, 16, 32])"
+    assert parent.data.params["space.latent_dim"] == "choice([16, 32])"
     assert parent.data.params["base.data.dataset"] == "shapes"
     assert parent.data.tags["vae_sweep.command"].startswith("shapes.py --smoke-test")
     assert {"test_bpd", "test_iwae_nll", "val_bpd"} <= set(parent.data.metrics)
@@ -129,7 +130,7 @@ def test_one_parent_run_and_one_nested_child_per_trial(done):
             "0.0",
         )
         assert child.info.status in ("FINISHED", "KILLED")  # none left RUNNING
-        assert child.data.params["model.latent_dim"] in ("4", "8", "16", "32")
+        assert child.data.params["model.latent_dim"] in ("16", "32")
         history = client.get_metric_history(child.info.run_id, "val_bpd")
         assert [m.step for m in history] == list(range(1, len(history) + 1))
         if child.info.status == "KILLED":
@@ -166,32 +167,32 @@ def test_best_model_is_registered_and_pulled_back_by_name(done, tmp_path, capsys
     job, uri, first = done
     env_before = os.environ.get("MLFLOW_TRACKING_URI")
     client = MlflowClient(uri)
-    version = client.get_model_version_by_alias("shapes64-vae-smoke", "champion")
+    version = client.get_model_version_by_alias("shapes32-vae-smoke", "champion")
     tags = version.tags
     assert tags["dataset"] == "shapes" and tags["image_size"] == "64"
-    assert tags["vae_sweep.key"] == "shapes/64px/3ch/center/limit256/val0.1/continuous"
+    assert tags["vae_sweep.key"] == "shapes/32px/3ch/center/limit256/val0.1/continuous"
     assert float(tags["val_bpd_calibrated"]) <= float(tags["val_bpd"])
     assert float(tags["test_bpd"]) > 0 and tags["sweep_run_id"]
-    assert "registered   shapes64-vae-smoke version 1 as @champion" in first.stdout
+    assert "registered   shapes32-vae-smoke version 1 as @champion" in first.stdout
     assert "mlflow ui --backend-store-uri sqlite:///" in first.stdout
 
-    model = load_model("shapes64-vae-smoke@champion", tracking_uri=uri)
-    assert not model.training and model.image_shape == (3, 64, 64)
+    model = load_model("shapes32-vae-smoke@champion", tracking_uri=uri)
+    assert not model.training and model.image_shape == (3, 32, 32)
     assert os.environ.get("MLFLOW_TRACKING_URI") == env_before  # no global left behind
     with using_tracking_uri(uri):
-        served = mlflow.pyfunc.load_model("models:/shapes64-vae-smoke@champion")
+        served = mlflow.pyfunc.load_model("models:/shapes32-vae-smoke@champion")
     assert os.environ.get("MLFLOW_TRACKING_URI") == env_before
-    images = np.zeros((2, 3, 64, 64), dtype=np.uint8)
+    images = np.zeros((2, 3, 32, 32), dtype=np.uint8)
     assert served.predict(images).shape == (2, model.latent_dim)
     recon = served.predict(images, params={"output": "reconstruction"})
-    assert recon.shape == (2, 3 * 64 * 64)
+    assert recon.shape == (2, 3 * 32 * 32)
 
     cli.main(
         [
             "--tracking-uri",
             uri,
             "sample",
-            "shapes64-vae-smoke",
+            "shapes32-vae-smoke",
             "-n",
             "4",
             "--out",
@@ -200,7 +201,7 @@ def test_best_model_is_registered_and_pulled_back_by_name(done, tmp_path, capsys
     )
     assert (tmp_path / "s.png").is_file()
     cli.main(
-        ["--tracking-uri", uri, "pull", "shapes64-vae-smoke@champion", "--out", f"{tmp_path}/m"]
+        ["--tracking-uri", uri, "pull", "shapes32-vae-smoke@champion", "--out", f"{tmp_path}/m"]
     )
     assert (tmp_path / "m" / "checkpoint.safetensors").is_file()
     with pytest.raises(SystemExit) as exited:
@@ -209,17 +210,17 @@ def test_best_model_is_registered_and_pulled_back_by_name(done, tmp_path, capsys
                 "--tracking-uri",
                 uri,
                 "sample",
-                "shapes64-vae-smoke@best",
+                "shapes32-vae-smoke@best",
                 "--out",
                 f"{tmp_path}/x.png",
             ]
         )
     assert exited.value.code == 2
     message = capsys.readouterr().err
-    assert "shapes64-vae-smoke has no alias 'best': versions 1; aliases champion->1" in message
+    assert "shapes32-vae-smoke has no alias 'best': versions 1; aliases champion->1" in message
     with pytest.raises(
         ModelNotFoundError,
-        match="no registered model 'celeba-vae'; registered models: shapes64-vae-smoke",
+        match="no registered model 'celeba-vae'; registered models: shapes32-vae-smoke",
     ):
         load_model("celeba-vae", tracking_uri=uri)
 
@@ -236,11 +237,13 @@ main({"latent_dim": tune.grid_search([2, 4, 8]), "lr": 1e-7}, BASE_CONFIG)
 
 @pytest.fixture(scope="module")
 def second(done):
-    """A second sweep into the same store: --search random --scheduler fifo over a grid."""
+    """A second sweep into the same store: --search random --scheduler fifo over a grid, its
+    best trial the one of highest val_mig (a score, maximised)."""
     job, uri, _ = done
     (job / "worse.py").write_text(WORSE)
     flags = ("--num-samples", "1", "--max-epochs", "1", "--name", "second")
-    result = sweep(job, *flags, "--search", "random", "--scheduler", "fifo", script="worse.py")
+    flags += ("--search", "random", "--scheduler", "fifo", "--objective", "val_mig")
+    result = sweep(job, *flags, script="worse.py")
     assert result.returncode == 0, result.stderr[-3000:]
     return result
 
@@ -248,12 +251,12 @@ def second(done):
 def test_a_worse_second_sweep_gets_a_new_version_and_the_champion_stays(done, second):
     job, uri, _ = done
     client = MlflowClient(uri)
-    v1, v2 = (client.get_model_version("shapes64-vae-smoke", v) for v in ("1", "2"))
+    v1, v2 = (client.get_model_version("shapes32-vae-smoke", v) for v in ("1", "2"))
     assert float(v2.tags["val_bpd"]) > float(v1.tags["val_bpd"])  # validation decides
-    aliases = client.get_registered_model("shapes64-vae-smoke").aliases
+    aliases = client.get_registered_model("shapes32-vae-smoke").aliases
     assert {k: str(v) for k, v in aliases.items()} == {"champion": "1", "challenger": "2"}
     assert (
-        "registered   shapes64-vae-smoke version 2 as @challenger (champion stays version 1)"
+        "registered   shapes32-vae-smoke version 2 as @challenger (champion stays version 1)"
         in (second.stdout)
     )
     assert len(runs(uri)[1]) == SAMPLES + 1 + 3 + 1  # two sweeps, separate parent runs
@@ -269,6 +272,10 @@ def test_random_search_walks_a_grid_without_early_stopping(done, second):
     assert not (job / "ray" / "second" / "optuna.db").exists()
     # Tune's own trial counter seeds them: the grid's three points, three seeds.
     assert sorted(int(r.data.params["train.seed"]) for r in trials) == [0, 1, 2]
+    parent = next(r for r in runs(uri)[1] if r.data.tags.get("vae_sweep.sweep_name") == "second")
+    assert parent.data.params["objective"] == "val_mig"
+    best = max(trials, key=lambda r: r.data.metrics["val_mig"])  # maximised, not minimised
+    assert parent.data.tags["best_trial_run_id"] == best.info.run_id
 
 
 SMALLER = """
@@ -278,7 +285,7 @@ from shapes import BASE_CONFIG, SEARCH_SPACE
 
 main(SEARCH_SPACE, {**BASE_CONFIG, "limit": 600, "iwae_samples": 2})
 """
-FRONT = "shapes64-limit600-vae"
+FRONT = "shapes32-limit600-vae"
 
 
 @pytest.fixture(scope="module")
@@ -305,14 +312,14 @@ def test_a_sweep_over_other_data_registers_under_its_own_name(done, front):
     """The smoke model's champion is not compared with the real sweep's models, nor touched."""
     client = front[0]
     names = {m.name: m for m in client.search_registered_models()}
-    assert set(names) == {"shapes64-vae-smoke", FRONT}
+    assert set(names) == {"shapes32-vae-smoke", FRONT}
     assert (
-        names[FRONT].tags["vae_sweep.key"] == "shapes/64px/3ch/center/limit600/val0.1/continuous"
+        names[FRONT].tags["vae_sweep.key"] == "shapes/32px/3ch/center/limit600/val0.1/continuous"
     )
-    assert names["shapes64-vae-smoke"].tags["vae_sweep.key"] == (
-        "shapes/64px/3ch/center/limit256/val0.1/continuous"
+    assert names["shapes32-vae-smoke"].tags["vae_sweep.key"] == (
+        "shapes/32px/3ch/center/limit256/val0.1/continuous"
     )
-    assert {k: str(v) for k, v in names["shapes64-vae-smoke"].aliases.items()} == {
+    assert {k: str(v) for k, v in names["shapes32-vae-smoke"].aliases.items()} == {
         "champion": "1",
         "challenger": "2",
     }

@@ -229,15 +229,15 @@ def test_an_interrupted_then_killed_sweep_resumes_without_duplicates(tmp_path):
     assert len(study.trials) == len(kept)
     assert (state / "optuna-study.db").exists()  # the copy that travels with the state
     assert all(t.state.name != "RUNNING" for t in study.trials)
-    versions = client.search_model_versions("name = 'shapes64-vae-smoke'")
-    assert len(versions) == 1 and "registered   shapes64-vae-smoke version 1" in out
+    versions = client.search_model_versions("name = 'shapes32-vae-smoke'")
+    assert len(versions) == 1 and "registered   shapes32-vae-smoke version 1" in out
     lost = trials_lost(job, "cut", runs)
     assert lost == 0
 
     finished = start(job, "--resume", "--name", "cut", storage=storage, home=home)  # no new
     out, err = finished.communicate(timeout=600)
     assert finished.returncode == 0, err[-3000:]
-    assert len(client.search_model_versions("name = 'shapes64-vae-smoke'")) == 1
+    assert len(client.search_model_versions("name = 'shapes32-vae-smoke'")) == 1
     record(
         "driver interrupted (Ctrl+C), resumed, killed (SIGKILL), resumed twice",
         test="tests/test_sweep_faults.py::test_an_interrupted_then_killed_sweep_resumes_without_duplicates",
@@ -300,7 +300,7 @@ def test_a_diverging_trial_fails_alone_and_is_not_retried(tmp_path):
     )
     states = sorted(t.state.name for t in study.trials)
     assert states == sorted(["FAIL"] * len(diverged) + ["COMPLETE"] * len(healthy))
-    assert "registered   shapes64-vae-smoke version 1" in out
+    assert "registered   shapes32-vae-smoke version 1" in out
     lost = trials_lost(tmp_path, "nan", runs)
     assert lost == 0
     record(

@@ -184,13 +184,13 @@ def test_two_sweeps_at_once_log_and_register_on_the_server_and_pull_fetches_over
             study_name=name, storage=f"sqlite:///{tmp_path / 'ray' / name / 'optuna.db'}"
         )
         assert len(study.trials) == 2
-    versions = client.search_model_versions("name = 'shapes64-vae-smoke'")
+    versions = client.search_model_versions("name = 'shapes32-vae-smoke'")
     assert sorted(v.tags["sweep_run_id"] for v in versions) == sorted(
         p.info.run_id for p in parents.values()
     )
     best = min(versions, key=lambda v: float(v.tags["val_bpd"]))  # chosen on validation
     champion_is_the_better = str(
-        client.get_registered_model("shapes64-vae-smoke").aliases["champion"]
+        client.get_registered_model("shapes32-vae-smoke").aliases["champion"]
     ) == str(best.version)
     assert champion_is_the_better
     record(
@@ -209,7 +209,7 @@ def test_two_sweeps_at_once_log_and_register_on_the_server_and_pull_fetches_over
             "--tracking-uri",
             server,
             "pull",
-            "shapes64-vae-smoke@champion",
+            "shapes32-vae-smoke@champion",
         ]
         + ["--out", str(tmp_path / "model")],
         env=with_credentials(PASSWORD),
@@ -226,7 +226,7 @@ def test_two_sweeps_at_once_log_and_register_on_the_server_and_pull_fetches_over
         "--tracking-uri",
         server,
         "pull",
-        "shapes64-vae-smoke",
+        "shapes32-vae-smoke",
         "--out",
         tmp_path / "nope",
     )
