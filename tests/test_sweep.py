@@ -169,7 +169,7 @@ def test_best_model_is_registered_and_pulled_back_by_name(done, tmp_path, capsys
     client = MlflowClient(uri)
     version = client.get_model_version_by_alias("shapes32-vae-smoke", "champion")
     tags = version.tags
-    assert tags["dataset"] == "shapes" and tags["image_size"] == "64"
+    assert tags["dataset"] == "shapes" and tags["image_size"] == "32"
     assert tags["vae_sweep.key"] == "shapes/32px/3ch/center/limit256/val0.1/continuous"
     assert float(tags["val_bpd_calibrated"]) <= float(tags["val_bpd"])
     assert float(tags["test_bpd"]) > 0 and tags["sweep_run_id"]
