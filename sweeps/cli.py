@@ -1,14 +1,14 @@
 """`vae-sweep`: use the models a sweep registered, by name.
 
-    vae-sweep pull celeba64-vae@champion --out models/celeba      # files: checkpoint, config
-    vae-sweep sample celeba64-vae -n 64 --out samples.png           # alias defaults to champion
-    vae-sweep reconstruct celeba64-vae/3 --images faces/ --out recon.png
-    vae-sweep encode celeba64-vae --images faces/ --out latents.parquet
+    vae-sweep pull celeba-vae@champion --out models/celeba      # files: checkpoint, config
+    vae-sweep sample celeba-vae -n 64 --out samples.png           # alias defaults to champion
+    vae-sweep reconstruct celeba-vae/3 --images faces/ --out recon.png
+    vae-sweep encode celeba-vae --images faces/ --out latents.parquet
     vae-sweep image ghcr.io/you/vae-sweep-trainer:0.1.0        # the image cluster/ configs run
 
 NAME@ALIAS, NAME/VERSION or models:/... ; the tracking URI is --tracking-uri, else
 $MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlflow.db. In Python:
-`sweeps.registry.load_model("celeba64-vae@champion")` returns the VAE in eval mode.
+`sweeps.registry.load_model("celeba-vae@champion")` returns the VAE in eval mode.
 """
 
 from __future__ import annotations

@@ -8,8 +8,10 @@ it: the bound is put on the 8-bit scale either way (vae_core.likelihoods.PixelCo
 [0, 1] and [-1, 1] models compare.
 
 The trials of one sweep share one key (a space that mixes keys is refused), a registered model
-holds one key, and its default name says which (`celeba64-vae`, `celeba128-tight-vae`,
-`mnist28-binary-vae`); a smoke test's name ends in `-smoke`, so it never touches a real one.
+holds one key, and its default name says which: `<dataset>-vae` for the dataset's defaults
+(`celeba-vae`: 64 px, centre crop, Gaussian), else what differs (`celeba128-tight-vae`,
+`mnist-binary-vae`, `shapes32-vae`); a smoke test's name ends in `-smoke`, so it never touches
+a real one.
 """
 
 from __future__ import annotations
@@ -64,10 +66,13 @@ def key(config: Config) -> str:
 
 
 def default_name(config: Config) -> str:
-    """The registered model a key goes to: dataset and size, then what differs from the
-    defaults (`celeba128-tight-vae`, `mnist28-binary-limit1000-vae`)."""
+    """The registered model a key goes to: `<dataset>-vae` for the dataset's defaults (its
+    own size and colour, centre crop, all the data, continuous), else what differs, in order:
+    size, colour, crop, family, limit, validation share (`celeba128-tight-vae`,
+    `mnist-binary-limit1000-vae`, `shapes32-vae`)."""
     d, defaults = config.data, DataConfig()
-    parts = [f"{d.dataset.replace('_', '-')}{config.image_size}"]
+    size = config.image_size if config.image_size != DATASETS[d.dataset][1] else ""
+    parts = [f"{d.dataset.replace('_', '-')}{size}"]
     if config.channels != DATASETS[d.dataset][0]:
         parts.append(d.color)
     if d.crop != defaults.crop:

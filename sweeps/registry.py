@@ -317,7 +317,7 @@ def download(tracking_uri: str, ref: str, out: Path) -> Path:
 def load_model(
     ref: str, device: str | torch.device = "cpu", tracking_uri: str | None = None
 ) -> VAE:
-    """The registered VAE `ref` ('celeba64-vae@champion', 'celeba64-vae/3'), in eval mode.
+    """The registered VAE `ref` ('celeba-vae@champion', 'celeba-vae/3'), in eval mode.
 
     Only the safetensors checkpoint is read: no code from the artifact runs.
     """

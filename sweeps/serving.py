@@ -1,12 +1,12 @@
 """The pyfunc form of a registered VAE (MLflow "models from code"): this file is the model.
 
-    model = mlflow.pyfunc.load_model("models:/celeba64-vae@champion")
+    model = mlflow.pyfunc.load_model("models:/celeba-vae@champion")
     z = model.predict(images)                                   # (N, latent_dim) E[z|x]
     x = model.predict(images, params={"output": "reconstruction"})  # (N, C*H*W) in [0, 1]
 
 `images` are uint8 arrays (N, C, H, W). The weights are read from the safetensors checkpoint
 by vae_core (installed), never unpickled. For the VAE object itself use
-`sweeps.registry.load_model("celeba64-vae@champion")`.
+`sweeps.registry.load_model("celeba-vae@champion")`.
 """
 
 from __future__ import annotations

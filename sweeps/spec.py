@@ -356,8 +356,9 @@ FLAGS: list[tuple[str, dict[str, Any], str]] = [
     (
         "--registry-name",
         {},
-        "registered model name (default from the data and likelihood family, e.g. "
-        "celeba64-vae, mnist28-binary-vae; -smoke appended with --smoke-test)",
+        "registered model name (default from the data and likelihood family: <dataset>-vae "
+        "for the dataset's defaults, else e.g. celeba128-tight-vae, mnist-binary-vae; -smoke "
+        "appended with --smoke-test)",
     ),
     (
         "--storage-path",
