@@ -95,8 +95,7 @@ def log_and_register(
     `name` (or find the one this sweep, tags["sweep_run_id"], registered already), and give it
     the champion or challenger alias. `tags` hold the version's key (tags[KEY]) and its
     validation metrics; a new registered model is promoted on `metric` (`mode` min or max).
-    The run stays as it
-    was: only its owner ends it."""
+    The run stays as it was: only its owner ends it."""
     client = MlflowClient(tracking_uri)
     _ensure_registered_model(client, name, tags[KEY], metric, mode)
     same = f"name = '{name}' and tags.sweep_run_id = '{tags['sweep_run_id']}'"
@@ -176,7 +175,7 @@ def _settle_aliases(client: MlflowClient, name: str, version: str) -> Registered
     first = _alias_version(client, name, CHAMPION)
     for _ in range(5):
         champion = _alias_version(client, name, CHAMPION)
-        best = _best_since(client, name, champion, metric, mode)
+        best = _best_since(client, name, champion, rule[KEY], metric, mode)
         if champion is not None and best.version == champion.version:
             break
         client.set_registered_model_alias(name, CHAMPION, best.version)
@@ -188,18 +187,17 @@ def _settle_aliases(client: MlflowClient, name: str, version: str) -> Registered
     return Registered(name, version, CHALLENGER, str(champion.version))
 
 
-def _best_since(client: MlflowClient, name: str, champion, metric: str, mode: str):
-    """The version with the best `metric` (lowest, or highest for mode max) among `champion`
-    and every newer version of its key (or, with no champion yet, among all versions of the
-    newest version's key); a version without the metric never wins."""
+def _best_since(client: MlflowClient, name: str, champion, key: str, metric: str, mode: str):
+    """The version of `key` with the best `metric` (lowest, or highest for mode max) among
+    `champion` and every newer version (all versions when there is no champion, or it is of no
+    key: registered before keys were); a version without the metric never wins."""
     versions = sorted(
         client.search_model_versions(f"name = '{name}'"), key=lambda v: int(v.version)
     )
-    reference = champion or versions[-1]
-    newer = (
-        [v for v in versions if int(v.version) > int(champion.version)] if champion else versions
-    )
-    rivals = [v for v in newer if v.tags.get(KEY) == reference.tags.get(KEY)]
+    if champion is not None and champion.tags.get(KEY) != key:
+        champion = None
+    since = int(champion.version) if champion else 0
+    rivals = [v for v in versions if int(v.version) > since and v.tags.get(KEY) == key]
     sign = -1.0 if mode == "max" else 1.0
     return min(
         [*([champion] if champion else []), *rivals],
@@ -226,6 +224,9 @@ def _ensure_registered_model(
     except MlflowException as err:
         if err.error_code != "RESOURCE_ALREADY_EXISTS":
             raise
+        if KEY not in client.get_registered_model(name).tags:  # registered before keys were
+            for tag, value in {KEY: key, PROMOTED_ON: metric, PROMOTED_MODE: mode}.items():
+                client.set_registered_model_tag(name, tag, value)
 
 
 def check_name(tracking_uri: str, name: str, key: str) -> None:
@@ -238,11 +239,11 @@ def check_name(tracking_uri: str, name: str, key: str) -> None:
         if err.error_code == "RESOURCE_DOES_NOT_EXIST":
             return
         raise
-    if held != key:
+    if held is not None and held != key:  # (none: registered before keys, adopted)
         raise ValueError(
-            f"--registry-name {name}: holds models of {held or 'no recorded key'}, this sweep's "
-            f"are of {key}, and bits per dimension over different data do not compare; leave "
-            "--registry-name out (the default name is the key's own) or pass another"
+            f"registered model {name} holds models of {held}, this sweep's are of {key}, and "
+            "bits per dimension over different data do not compare; pass --registry-name with "
+            "another name (or leave it out: each key has a default name of its own)"
         )
 
 

@@ -107,7 +107,7 @@ SWEEP_CASES = [
     ("grid with TPE", '{"latent_dim": tune.grid_search([2, 4])}', SHAPES, [], "search space 'latent_dim': tune.grid_search is walked by --search random, not proposed by TPE; pass --search random"),  # noqa: E501
     ("mixed likelihoods", '{"likelihood": tune.choice(["gaussian", "bernoulli"])}', SHAPES, [], "search space 'likelihood': choice(['gaussian', 'bernoulli']) mixes likelihood families whose bits per dimension are over different data (binary: binarised pixels (Bernoulli decoder); continuous: dequantised 8-bit pixels (Gaussian decoders)), so val_bpd would pick one family by construction"),  # noqa: E501
     ("image size in the space", '{"image_size": tune.choice([32, 64])}', SHAPES, [], "search space 'image_size': choice([32, 64]) gives trials over different data (shapes/32px/3ch/center/all/val0.1/continuous and shapes/64px/"),  # noqa: E501
-    ("registry of another key", GOOD_SPACE, EMPTY_FOLDER, ["--registry-name", "m"], "--registry-name m: holds models of mnist/28px/1ch/center/all/val0.1/continuous, this sweep's are of image_folder/64px/3ch/center/all/val0.1/continuous"),  # noqa: E501
+    ("registry of another key", GOOD_SPACE, EMPTY_FOLDER, ["--registry-name", "m"], "registered model m holds models of mnist/28px/1ch/center/all/val0.1/continuous, this sweep's are of image_folder/64px/3ch/center/all/val0.1/continuous"),  # noqa: E501
     # The sweep's name and MLflow experiment are checked first: before the data (a bad one
     # here), Ray or MLflow is touched.
     ("name taken", GOOD_SPACE, EMPTY_FOLDER, ["--name", "old"], "--name old: a sweep of that name exists already; pass --resume to continue it"),  # noqa: E501

@@ -114,8 +114,28 @@ def test_a_sweep_of_another_key_is_refused_by_name_before_it_starts(store, check
     register(store, checkpoint, "a", 5.0)
     check_name(uri, "m", MNIST)
     binary = MNIST.replace("continuous", "binary")
-    with pytest.raises(ValueError, match=f"--registry-name m: holds models of {MNIST}.*{binary}"):
+    with pytest.raises(ValueError, match=f"registered model m holds models of {MNIST}.*{binary}"):
         check_name(uri, "m", binary)
+
+
+def test_a_model_registered_before_keys_is_adopted_and_its_old_champion_replaced(
+    store, checkpoint
+):
+    """A registry from before comparability keys: versions and model without the tag. The
+    first sweep with keys adopts the name, and its version becomes champion (the old one is
+    of no known key, so it is not compared)."""
+    uri, client, experiment = store
+    run_id = client.create_run(experiment).info.run_id
+    client.create_registered_model("m")
+    source = log_and_register(uri, run_id, checkpoint, "other", tags("x", 1.0, 1.0))
+    old = client.get_model_version("other", source.version).source
+    with using_tracking_uri(uri):
+        client.create_model_version("m", old, run_id=run_id, tags={"val_bpd": "0.1"})
+    client.set_registered_model_alias("m", "champion", "1")
+    check_name(uri, "m", MNIST)  # no key recorded: not refused
+    registered = register(store, checkpoint, "a", 5.0)
+    assert (registered.version, registered.alias) == ("2", "champion")
+    assert client.get_registered_model("m").tags[KEY] == MNIST
 
 
 def test_two_sweeps_registering_at_once_leave_the_better_one_champion(store, checkpoint):
