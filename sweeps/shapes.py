@@ -30,11 +30,8 @@ BASE_CONFIG = {
     "iwae_samples": 16,
 }
 
+# ASHA's rungs at epochs 4, 12 and 36: one trial trains all 40 epochs.
+DEFAULTS = {"num_samples": 6, "max_epochs": 40, "grace_period": 4}
+
 if __name__ == "__main__":
-    main(
-        SEARCH_SPACE,
-        BASE_CONFIG,
-        description=__doc__,
-        # ASHA's rungs at epochs 4, 12 and 36: one trial trains all 40 epochs.
-        defaults={"num_samples": 6, "max_epochs": 40, "grace_period": 4},
-    )
+    main(SEARCH_SPACE, BASE_CONFIG, description=__doc__, defaults=DEFAULTS)

@@ -9,7 +9,7 @@ import sys
 import time
 
 import optuna
-from conftest import REPO, migrated_store, small_disk
+from conftest import migrated_store, small_disk
 from mlflow.tracking import MlflowClient
 from ray import tune
 from record import record
@@ -103,8 +103,19 @@ def points_logged_twice(job, runs) -> int:
     return sum(len(s) - len(set(s)) for s in steps)
 
 
+# The quick start's space and defaults at 64 px: epochs slow enough that a fault can land
+# while the trials train (at the quick start's 32 px a smoke trial is over before it).
+AT_64_PX = """
+from sweeps.engine import main
+from sweeps.shapes import BASE_CONFIG, DEFAULTS, SEARCH_SPACE
+
+if __name__ == "__main__":
+    main(SEARCH_SPACE, {**BASE_CONFIG, "image_size": 64}, defaults=DEFAULTS)
+"""
+
+
 def job_dir(tmp_path):
-    shutil.copy(REPO / "sweeps" / "shapes.py", tmp_path / "shapes.py")
+    (tmp_path / "shapes.py").write_text(AT_64_PX)
     migrated_store(tmp_path / "mlflow.db")
     return tmp_path
 
@@ -229,15 +240,15 @@ def test_an_interrupted_then_killed_sweep_resumes_without_duplicates(tmp_path):
     assert len(study.trials) == len(kept)
     assert (state / "optuna-study.db").exists()  # the copy that travels with the state
     assert all(t.state.name != "RUNNING" for t in study.trials)
-    versions = client.search_model_versions("name = 'shapes32-vae-smoke'")
-    assert len(versions) == 1 and "registered   shapes32-vae-smoke version 1" in out
+    versions = client.search_model_versions("name = 'shapes-vae-smoke'")
+    assert len(versions) == 1 and "registered   shapes-vae-smoke version 1" in out
     lost = trials_lost(job, "cut", runs)
     assert lost == 0
 
     finished = start(job, "--resume", "--name", "cut", storage=storage, home=home)  # no new
     out, err = finished.communicate(timeout=600)
     assert finished.returncode == 0, err[-3000:]
-    assert len(client.search_model_versions("name = 'shapes32-vae-smoke'")) == 1
+    assert len(client.search_model_versions("name = 'shapes-vae-smoke'")) == 1
     record(
         "driver interrupted (Ctrl+C), resumed, killed (SIGKILL), resumed twice",
         test="tests/test_sweep_faults.py::test_an_interrupted_then_killed_sweep_resumes_without_duplicates",
