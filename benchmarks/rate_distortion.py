@@ -95,7 +95,8 @@ def main() -> None:
     args = parser.parse_args()
     trials, epochs = (8, 2) if args.quick else (16, 4)
     budget = trials * epochs
-    common = ["--data-root", args.data_root, "--max-epochs", str(epochs)]
+    data_root = str(Path(args.data_root).resolve())  # the sweeps run in a folder of their own
+    common = ["--data-root", data_root, "--max-epochs", str(epochs)]
     common += ["--epoch-budget", str(budget), "--num-samples", str(3 * trials)]
     runs = {
         "rate-distortion (multi-objective TPE, FIFO)": ["--objective", "rate-distortion"],
