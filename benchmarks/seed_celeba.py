@@ -193,7 +193,7 @@ def run_sweep(seed: dict, trials: int, epochs: int, folder: Path, env: dict) -> 
         "command": "python celeba.py " + shlex.join(shown) + "  # celeba.py: dataset -> shapes",
         "seconds": seconds,
         "trials": {r.info.run_name: r.info.status for r in trials_run},
-        "val_bpd": parent.data.metrics["val_bpd"],
+        "val_bpd": parent.data.metrics["best_val_bpd"],
         "test": {k: v for k, v in parent.data.metrics.items() if k.startswith("test_")},
         "best_params": {k: v for k, v in best.data.params.items() if k.count(".") == 1},
         "registered": parent.data.tags.get("registered_model"),

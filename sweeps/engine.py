@@ -17,6 +17,7 @@ needs is the installed package. Who does what:
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -25,10 +26,10 @@ from typing import Any
 import ray
 from ray import tune
 
-from sweeps import comparable, preflight, provenance, registry, searcher
+from sweeps import comparable, plan, preflight, provenance, registry, searcher, tracking
 from sweeps import tuner as tuners
 from sweeps.cluster import Cluster
-from sweeps.finish import Outcome, finish, print_summary
+from sweeps.finish import Outcome, finish, print_summary, sweep_description
 from sweeps.lifecycle import SweepInterrupted, SweepRuns
 from sweeps.space import describe_space
 from sweeps.spec import SweepSpec, build_parser, parse_spec
@@ -45,7 +46,7 @@ def main(
     defaults: Mapping[str, Any] | None = None,
     argv: list[str] | None = None,
     add_flags: Callable[[argparse.ArgumentParser], None] | None = None,
-) -> Outcome:
+) -> Outcome | None:
     """A sweep script's entry point: `base_config` may be a callable of the parsed flags,
     with the script's own flags added by `add_flags`. Exits 2 naming a bad input, 130 when
     interrupted (the sweep can be resumed)."""
@@ -58,8 +59,12 @@ def main(
         parser.exit(2, f"{parser.prog}: error: {err}\n")
 
 
-def run_sweep(spec: SweepSpec) -> Outcome:
-    """The story of a sweep: check what is cheap to check, prepare, run, settle, finish."""
+def run_sweep(spec: SweepSpec) -> Outcome | None:
+    """The story of a sweep: check what is cheap to check, prepare, run, settle, finish.
+    With --dry-run only its plan is printed (None)."""
+    if spec.dry_run:
+        print(plan.plan(spec))
+        return None
     runs = SweepRuns(spec.tracking_uri, spec.experiment, spec.name)
     if (kept := runs.look_up(spec.resume)) is not None:  # the name, before anything else
         spec = spec.resumed(kept)
@@ -94,7 +99,12 @@ def run_sweep(spec: SweepSpec) -> Outcome:
     except BaseException as err:
         runs.end("FAILED", err)
         raise
-    runs.end("FINISHED")
+    counts = runs.outcomes()
+    runs.end(
+        "FINISHED",
+        note=sweep_description(outcome, counts, spec.command),
+        tags={tracking.OUTCOMES: json.dumps(counts)},
+    )
     print_summary(outcome, spec.registry_name)
     return outcome
 
@@ -119,5 +129,6 @@ def _parent_tags(spec: SweepSpec) -> dict[str, str]:
         "dataset": spec.dataset,
         registry.KEY: comparable.key(spec.base),
         "vae_sweep.command": spec.command,
+        tracking.NOTE: f"Sweep {spec.name}, running: `{spec.command}`.",
         **provenance.tags(),
     }

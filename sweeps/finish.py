@@ -17,6 +17,7 @@ import math
 import tempfile
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ from sweeps import comparable, provenance
 from sweeps.plots import ARTIFACT_PATH, log_sweep_plots, trial_label
 from sweeps.registry import KEY, Registered, log_and_register, make_champion
 from sweeps.spec import DISTORTION, METRIC, RATE, SweepSpec
+from sweeps.tracking import BEST, NOTE, uri_flag
 from sweeps.trainable import REPORTED
 from vae_core import load_splits, read_checkpoint, viz
 from vae_core.checkpoint import CHECKPOINT_NAME, load_model
@@ -62,6 +64,8 @@ class Outcome:
     metric: str = METRIC  # what chose it
     front: list[dict[str, Any]] = field(default_factory=list)  # rate-distortion: the members
     note: str = ""  # how the champion was picked, when that needs saying
+    best_trial: str = ""  # its run's name
+    experiment_id: str = ""
 
 
 @dataclass
@@ -226,8 +230,32 @@ def _register(
                 f"rate {record[RATE]:.4g}, distortion {record[DISTORTION]:.4g}"
             )
         return log_and_register(
-            spec.tracking_uri, parent, path, spec.registry_name, tags, spec.metric, spec.mode
+            spec.tracking_uri,
+            candidate.metrics["mlflow_run_id"],  # the version's source: the trial's run
+            path,
+            spec.registry_name,
+            tags,
+            spec.metric,
+            spec.mode,
+            partial(version_description, spec, candidate, record, test, tags[KEY]),
         )
+
+
+def version_description(
+    spec: SweepSpec, candidate: Candidate, record: dict, test: dict, key: str, version: str
+) -> str:
+    """A model version's description: what trained it, its numbers, its key, how to pull it."""
+    chosen = f"{spec.metric} {record[spec.metric]:.4f}"
+    if spec.metric != METRIC:
+        chosen += f", val_bpd {record[METRIC]:.4f}"
+    return (
+        f"Trial {candidate.trial} of sweep {spec.name}, epoch {record['epoch']}. "
+        f"Validation (what chose it): {chosen}. Test (reported, never compared): "
+        f"test_bpd {test['test_bpd']:.4f}, IWAE bound {test['test_iwae_nll']:.2f} nats "
+        f"(k={test['iwae_k']}). Comparable with versions of key {key}. "
+        f"Pull it: vae-sweep pull {spec.registry_name}/{version} --out model/"
+        f"{uri_flag(spec.tracking_uri)}"
+    )
 
 
 def finish(
@@ -273,7 +301,10 @@ def finish(
     run_id = chosen.metrics["mlflow_run_id"]
     client = MlflowClient(spec.tracking_uri)
     now = int(time.time() * 1000)
-    shown = {**test, spec.metric: best_record[spec.metric]}
+    # best_<metric>, not <metric>: a sort of the runs table by val_bpd finds only trials
+    shown = {**test, f"best_{spec.metric}": best_record[spec.metric]}
+    if spec.metric != METRIC:
+        shown[f"best_{METRIC}"] = best_record[METRIC]
     client.log_batch(
         parent,
         metrics=[Metric(k, float(v), now, 0) for k, v in shown.items()],
@@ -285,6 +316,7 @@ def finish(
             *([RunTag("vae_sweep.picked", note)] if note else []),
         ],
     )
+    _mark_best(client, run_id, spec, best_record, mine)
     front = []
     if spec.multi_objective:
         front = _front_table(members, tests, registered)
@@ -311,6 +343,23 @@ def finish(
         spec.metric,
         front,
         note,
+        chosen.trial,
+        client.get_run(parent).info.experiment_id,
+    )
+
+
+def _mark_best(client: MlflowClient, run_id: str, spec: SweepSpec, record: dict, mine) -> None:
+    """The best trial's run says so: tag vae_sweep.best, and its description starts with it."""
+    run = client.get_run(run_id)
+    said = run.data.tags.get(NOTE, "")
+    best = (
+        f"Best trial of sweep {spec.name} ({spec.metric} {record[spec.metric]:.4f} at epoch "
+        f"{record['epoch']}): registered as {spec.registry_name} version {mine.version}, "
+        f"@{mine.alias}."
+    )
+    client.log_batch(
+        run_id,
+        tags=[RunTag(BEST, "true"), RunTag(NOTE, f"{best}\n{said}" if said else best)],
     )
 
 
@@ -340,6 +389,23 @@ def _columns(rows: list[dict[str, Any]]) -> dict[str, list]:
     return {name: [row.get(name) for row in rows] for name in names}
 
 
+OUTCOME_WORDS = {"pruned": "pruned by ASHA", "stopped": "stopped by a budget or the end"}
+
+
+def sweep_description(outcome: Outcome, counts: dict[str, int], command: str) -> str:
+    """The parent run's description, two lines: the sweep (trials by outcome, the command)
+    and its best (trial, validation number, registered version, test number)."""
+    total = sum(counts.values())
+    parts = ", ".join(f"{n} {OUTCOME_WORDS.get(what, what)}" for what, n in counts.items())
+    r, best = outcome.registered, outcome.best_metrics
+    return (
+        f"Sweep {outcome.name}: {total} trials ({parts}) of `{command}`.\n"
+        f"Best: trial {outcome.best_trial}, {outcome.metric} {best[outcome.metric]:.4f} on "
+        f"validation; registered as {r.name} version {r.version} (@{r.alias}); test_bpd "
+        f"{outcome.test_metrics['test_bpd']:.4f} (reported only)."
+    )
+
+
 def _log_summary(logs: dict[str, int]) -> list[str]:
     """A line on log calls that waited for the tracking server, if any did."""
     late, dropped = logs.get("mlflow_late", 0), logs.get("mlflow_dropped", 0)
@@ -359,8 +425,12 @@ def print_summary(outcome: Outcome, registry_name: str) -> None:
         for k, v in outcome.best_params.items()
     )
     store = outcome.tracking_uri
+    # The runs page: MLflow 3's UI starts in its GenAI view, which shows no runs
+    page = f"/#/experiments/{outcome.experiment_id}/runs?workflowType=machine_learning"
     browse = (
-        f"mlflow ui --backend-store-uri {store}" if store.startswith("sqlite") else f"open {store}"
+        f"mlflow ui --backend-store-uri {store}, then http://127.0.0.1:5000{page}"
+        if store.startswith("sqlite")
+        else f"{store.rstrip('/')}{page}"
     )
     stays = f" (champion stays version {r.previous_champion})" if r.alias != "champion" else ""
     best = outcome.best_metrics
@@ -375,7 +445,8 @@ def print_summary(outcome: Outcome, registry_name: str) -> None:
         *_front_lines(outcome.front),
         f"  registered   {registry_name} version {r.version} as @{r.alias}{stays}, "
         f"chosen on {outcome.note or outcome.metric}",
-        f"  use it       vae-sweep sample {registry_name}@{r.alias} -n 64 --out s.png",
+        f"  use it       vae-sweep sample {registry_name}@{r.alias} -n 64 --out s.png"
+        f"{uri_flag(store)}",
         f"  browse       {browse}",
         *_log_summary(outcome.logs),
     ]

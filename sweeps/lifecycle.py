@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,16 @@ from ray import tune
 
 from sweeps import outbox, tracking
 from sweeps.outbox import Outbox, transient
-from sweeps.tracking import ERROR, PARENT, ROLE, STOP_REASON, SWEEP_NAME, TRIAL_ID
+from sweeps.tracking import (
+    ERROR,
+    NOTE,
+    OUTCOME,
+    PARENT,
+    ROLE,
+    STOP_REASON,
+    SWEEP_NAME,
+    TRIAL_ID,
+)
 
 
 class SweepInterrupted(RuntimeError):
@@ -72,7 +82,13 @@ class TrialRun:
         run = self.client.create_run(
             experiment_id,
             run_name=name,
-            tags={ROLE: "trial", PARENT: parent_run_id, "mlflow.runName": name, **tags},
+            tags={
+                ROLE: "trial",
+                PARENT: parent_run_id,
+                "mlflow.runName": name,
+                tracking.LOGGED_IMAGES: "True",  # its grids by epoch: the UI's image charts
+                **tags,
+            },
         )
         tracking.log_params(self.client, run.info.run_id, params)
         return run.info.run_id, {}
@@ -130,22 +146,42 @@ def epochs_spent(trials) -> int:
 
 @dataclass(frozen=True)
 class Stops:
-    """What can end a trial before its last epoch, and so the reason its run gives."""
+    """What can end a trial before its last epoch, and so what its run says: the status, the
+    outcome and reason tags, and a one-line description. A trial the sweep stopped by design
+    (ASHA, a budget, the sweep's end) ends FINISHED with outcome `pruned` or `stopped`, so
+    that the runs table shows a crash (FAILED) apart from an early stop at a glance; KILLED
+    is left for a sweep interrupted (or a trial lost with its driver)."""
 
     max_epochs: int
     scheduler: str  # asha | fifo
     epoch_budget: int | None = None
     time_budget: float | None = None  # seconds
+    metric: str = "val_bpd"  # the sweep's, for the description
+    mode: str = "min"
 
     def outcome(self, trial, spent: int, seconds: float) -> tuple[str, dict[str, str]]:
-        """The MLflow status and reason tags of an ended Tune trial, `spent` epochs and
-        `seconds` into the sweep."""
+        """The MLflow status and tags of an ended Tune trial, `spent` epochs and `seconds`
+        into the sweep."""
         epoch = trial_epoch(trial)
         if trial.status == "ERROR":
-            return "FAILED", {ERROR: error_text(trial)}
+            return "FAILED", failed(error_text(trial), epoch)
         if epoch >= self.max_epochs:
-            return "FINISHED", {}
-        return "KILLED", {STOP_REASON: self.reason(epoch, spent, seconds)}
+            note = f"Completed: trained all {self.max_epochs} epochs; {self._best(trial)}."
+            return "FINISHED", {OUTCOME: "completed", NOTE: note}
+        reason = self.reason(epoch, spent, seconds)
+        pruned = reason.startswith("stopped early by ASHA")
+        note = (
+            f"{'Pruned (not a crash)' if pruned else 'Stopped'}: {reason} of "
+            f"{self.max_epochs}; {self._best(trial)}."
+        )
+        tags = {OUTCOME: "pruned" if pruned else "stopped", STOP_REASON: reason, NOTE: note}
+        return "FINISHED", tags
+
+    def _best(self, trial) -> str:
+        values = (getattr(trial, "metric_analysis", None) or {}).get(self.metric, {})
+        if self.mode not in values:
+            return f"no {self.metric} reported"
+        return f"its best {self.metric} {values[self.mode]:.4f}"
 
     def reason(self, epoch: int, spent: int, seconds: float) -> str:
         when = f"after epoch {epoch}" if epoch else "before its first epoch ended"
@@ -158,6 +194,12 @@ class Stops:
         return f"stopped {when}: the sweep ended"
 
 
+def failed(error: str, epoch: int | None = None) -> dict[str, str]:
+    """The tags of a failed trial's run: its error and a description that says so."""
+    when = f" after epoch {epoch}" if epoch else ""
+    return {OUTCOME: "failed", ERROR: error[:5000], NOTE: f"Failed{when}: {error}"[:5000]}
+
+
 def error_text(trial) -> str:
     path = getattr(trial, "error_file", None)
     text = Path(path).read_text() if path and Path(path).exists() else "unknown error"
@@ -166,9 +208,12 @@ def error_text(trial) -> str:
 
 
 def end_if_running(client: MlflowClient, run_id: str, status: str, tags: dict[str, str]) -> bool:
-    """End `run_id` with `status` unless it already ended; True if this call ended it."""
+    """End `run_id` with `status` unless it already ended; True if this call ended it. A run
+    that ended itself (a trial that ran out of epochs) gets `tags` if it has no outcome yet."""
     run = client.get_run(run_id)
     if run.info.status != RunStatus.to_string(RunStatus.RUNNING):
+        if OUTCOME in tags and OUTCOME not in run.data.tags:  # it ended itself, unsaid how
+            client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
         return False
     client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
     client.set_terminated(run_id, status)
@@ -211,7 +256,7 @@ class EndTrialRuns(tune.Callback):
         self._end(trial, *self.stops.outcome(trial, epochs_spent(trials), seconds))
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
-        self._end(trial, "FAILED", {ERROR: error_text(trial)})
+        self._end(trial, "FAILED", failed(error_text(trial), trial_epoch(trial)))
 
 
 # The driver's side
@@ -265,7 +310,10 @@ class SweepRuns:
             self.client.update_run(self.parent, status="RUNNING")
             return self.parent
         self.experiment_id = tracking.create_experiment(
-            self.client, self.experiment, self.tracking_uri
+            self.client,
+            self.experiment,
+            self.tracking_uri,
+            tracking.experiment_tags(tags.get("dataset", "its dataset")),
         )
         run = self.client.create_run(
             self.experiment_id,
@@ -275,6 +323,20 @@ class SweepRuns:
         self.parent = run.info.run_id
         tracking.log_params(self.client, self.parent, params)
         return self.parent
+
+    def outcomes(self) -> dict[str, int]:
+        """How many of the sweep's trial runs ended how (completed, pruned, failed, ...)."""
+        counts, token = Counter(), None
+        while True:  # a page at a time: a sweep may have more trials than a page holds
+            page = self.client.search_runs(
+                [self.experiment_id],
+                f"tags.`{PARENT}` = '{self.parent}'",
+                max_results=1000,
+                page_token=token,
+            )
+            counts.update(r.data.tags.get(OUTCOME, "unknown") for r in page)
+            if not (token := page.token):
+                return dict(counts.most_common())
 
     def settle(self, trials: list, stops: Stops, seconds: float, expected: int | None) -> dict:
         """After Tune returned with `trials` (its saved state) `seconds` into the sweep: if the
@@ -306,7 +368,8 @@ class SweepRuns:
         ):  # runs of trials that never reported
             trial = by_id.get(run.data.tags.get(TRIAL_ID))
             if trial is None:
-                status, tags = "KILLED", {STOP_REASON: "lost with the driver; proposed again"}
+                lost = "lost with the driver; proposed again"
+                status, tags = "KILLED", {OUTCOME: "lost", STOP_REASON: lost, NOTE: f"{lost}."}
             else:
                 status, tags = stops.outcome(trial, spent, seconds)
             end_if_running(self.client, run.info.run_id, status, tags)
@@ -315,20 +378,39 @@ class SweepRuns:
 
     def _interrupted(self, unfinished: list, count: int, expected: int | None) -> None:
         resume = f"{Path(sys.argv[0]).name} --resume --name {self.name} (same --storage-path)"
-        note = {STOP_REASON: f"interrupted; continue with {resume}"}
+        note = {
+            OUTCOME: "interrupted",
+            STOP_REASON: f"interrupted; continue with {resume}",
+            NOTE: f"Interrupted with the sweep; continue it with {resume}.",
+        }
         for trial in unfinished:
             if run_id := (trial.last_result or {}).get("mlflow_run_id"):
                 end_if_running(self.client, run_id, "KILLED", note)
-        end_if_running(self.client, self.parent, "KILLED", note)
+        sweep_note = f"Sweep {self.name} interrupted, its state saved; continue with {resume}."
+        end_if_running(
+            self.client, self.parent, "KILLED", {STOP_REASON: note[STOP_REASON], NOTE: sweep_note}
+        )
         raise SweepInterrupted(
             f"sweep {self.name} interrupted with {count}"
             f"{f' of {expected}' if expected else ''} trials unfinished; its state is saved: "
             f"continue with {resume}"
         )
 
-    def end(self, status: str, error: BaseException | None = None) -> None:
-        """End the parent run, once, with the sweep's true status."""
+    def end(
+        self,
+        status: str,
+        error: BaseException | None = None,
+        note: str = "",
+        tags: dict[str, str] | None = None,
+    ) -> None:
+        """End the parent run, once, with the sweep's true status, its description and
+        `tags`."""
         if self.parent is None:
             return
-        tags = {ERROR: f"{type(error).__name__}: {error}"[:5000]} if error else {}
+        tags = dict(tags or {})
+        if error:
+            tags[ERROR] = f"{type(error).__name__}: {error}"[:5000]
+            note = f"Sweep {self.name} failed: {tags[ERROR]}"[:5000]
+        if note:
+            tags[NOTE] = note
         end_if_running(self.client, self.parent, status, tags)

@@ -1,4 +1,5 @@
-"""Pictures of a whole sweep, logged on its parent run as PNG and interactive HTML:
+"""Pictures of a whole sweep, logged on its parent run as PNG files and one interactive HTML
+page (sweep/plots.html, plotly.js inside):
 Optuna's optimisation history and parameter importances, and a rate-distortion plot (rate =
 val_kl, distortion = val_mse; one point per trial at its best epoch, coloured by effective
 beta, the best trial marked; for --objective rate-distortion each trial's last epoch and the
@@ -22,11 +23,16 @@ from mlflow.entities import RunTag  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
 ARTIFACT_PATH = "sweep"
+PAGE = "plots.html"  # the interactive figures, under ARTIFACT_PATH
 
 
 def trial_label(result) -> str:
-    """`trial 9ed09191`: the trial's Tune id, as its MLflow run records it (ray.trial_id)."""
-    trial_id = (result.metrics or {}).get("trial_id")
+    """`07 z16 beta0.4 sigma0.12 learned`: the trial's run name (sweeps.tuner.TrialNamer),
+    else `trial 9ed09191`, its Tune id as its run records it (ray.trial_id)."""
+    metrics = result.metrics or {}
+    if name := metrics.get("trial_name"):
+        return str(name)
+    trial_id = metrics.get("trial_id")
     return f"trial {trial_id}" if trial_id else Path(result.path).name
 
 
@@ -114,7 +120,8 @@ def _rate_distortion_png(points: list[dict], best: dict, members: list[dict], pa
         title=_title(members),
         yscale="log" if _spread(points) > 10 else "linear",
     )
-    ax.legend(loc="best")
+    # Below the axes, where it covers no point (bbox_inches="tight" keeps it in the file)
+    ax.legend(loc="upper left", bbox_to_anchor=(0.0, -0.13), frameon=False)
     fig.savefig(path, bbox_inches="tight")
     plt.close(fig)
 
@@ -130,7 +137,7 @@ def _hover(point: dict) -> str:
     )
 
 
-def _rate_distortion_html(points: list[dict], best: dict, members: list[dict], path: Path) -> None:
+def _rate_distortion_figure(points: list[dict], best: dict, members: list[dict]):
     import plotly.graph_objects as go
 
     colour, label = _colour(points)
@@ -176,11 +183,30 @@ def _rate_distortion_html(points: list[dict], best: dict, members: list[dict], p
         yaxis_title="distortion: val_mse",
         yaxis_type="log" if _spread(points) > 10 else "linear",
     )
-    fig.write_html(path, include_plotlyjs="cdn")
+    return fig
 
 
-def _optuna_plots(study: optuna.Study, folder: Path) -> list[str]:
-    """History and importances, PNG and HTML; returns what could not be drawn and why."""
+def write_page(figures: dict[str, object], path: Path) -> None:
+    """The sweep's interactive figures on one HTML page, plotly.js embedded once: MLflow's
+    artifact view shows it offline (a CDN script would leave it blank), 5 MB a sweep."""
+    from plotly.offline import get_plotlyjs
+
+    body = "".join(
+        f"<h2>{title}</h2>"
+        + fig.update_layout(height=520).to_html(full_html=False, include_plotlyjs=False)
+        for title, fig in figures.items()
+    )
+    path.write_text(
+        '<!DOCTYPE html><html><head><meta charset="utf-8"><title>vae-sweep</title>'
+        f'<script type="text/javascript">{get_plotlyjs()}</script></head>'
+        f'<body style="font-family: sans-serif">{body}</body></html>',
+        encoding="utf-8",
+    )
+
+
+def _optuna_plots(study: optuna.Study, folder: Path, figures: dict) -> list[str]:
+    """History and importances: PNG files in `folder`, interactive figures added to
+    `figures`; returns what could not be drawn and why."""
     skipped = []
     drawings = {
         "optimization_history": (
@@ -207,7 +233,7 @@ def _optuna_plots(study: optuna.Study, folder: Path) -> list[str]:
                 ax = static(study)
                 ax.figure.savefig(folder / f"{name}.png", bbox_inches="tight")
                 plt.close(ax.figure)
-                interactive(study).write_html(folder / f"{name}.html", include_plotlyjs="cdn")
+                figures[name.replace("_", " ")] = interactive(study)
         except (ValueError, RuntimeError, ZeroDivisionError) as err:
             skipped.append(f"{name}: {err}")  # e.g. importances need 2+ complete trials
     return skipped
@@ -229,13 +255,15 @@ def log_sweep_plots(
         points = rate_distortion_points(results, last=front is not None)
         best_point = next((p for p in points if p["trial"] == trial_label(best)), None)
         members = [p for name in front or [] for p in points if p["trial"] == name]
+        figures, skipped = {}, []
         if points and best_point:
             _rate_distortion_png(points, best_point, members, folder / "rate_distortion.png")
-            _rate_distortion_html(points, best_point, members, folder / "rate_distortion.html")
-        skipped = []
+            figures["rate-distortion"] = _rate_distortion_figure(points, best_point, members)
         if study_storage is not None:  # TPE sweeps have an Optuna study; random ones do not
             study = optuna.load_study(study_name=study_name, storage=study_storage)
-            skipped = _optuna_plots(study, folder)
+            skipped = _optuna_plots(study, folder, figures)
+        if figures:
+            write_page(figures, folder / PAGE)
         client.log_artifacts(run_id, str(folder), ARTIFACT_PATH)
     if skipped:
         client.log_batch(run_id, tags=[RunTag("vae_sweep.plots_skipped", "; ".join(skipped))])

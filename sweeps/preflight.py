@@ -13,7 +13,7 @@ import pyarrow.fs as pafs
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from vae_core import Config
+from vae_core import Config, load_splits
 from vae_core.data.cache import check_source
 from vae_core.model import build_model
 
@@ -69,8 +69,14 @@ def check_storage(storage: str, trials: int, config: Config) -> None:
 
 @ray.remote(num_cpus=0)
 def _read_problem(config: dict) -> str | None:
+    """What keeps this node from reading the data; with download, it fetches and prepares it
+    here first (once per node, before any trial)."""
     try:
-        check_source(Config.from_dict(config))
+        config = Config.from_dict(config)
+        if config.data.download:
+            load_splits(config, progress=False)
+        else:
+            check_source(config)
     except (OSError, ValueError) as err:
         return str(err)
     return None

@@ -20,11 +20,12 @@ each move, so two sweeps registering into one model at once end with the better 
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +39,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import Model, ModelSignature
 from mlflow.tracking import MlflowClient
 from mlflow.types import ParamSchema, ParamSpec, Schema, TensorSpec
+from mlflow.utils.mlflow_tags import MLFLOW_MODEL_VERSIONS
 
 from vae_core.checkpoint import CHECKPOINT_NAME, read_checkpoint
 from vae_core.checkpoint import load_model as load_checkpoint_model
@@ -75,9 +77,12 @@ def using_tracking_uri(uri: str) -> Iterator[None]:
 
 
 def signature_for(channels: int, size: int) -> ModelSignature:
+    """uint8 images of any 3- or 4-d shape: MLflow checks the type, sweeps/serving.py the
+    layout ((N, C, H, W) or (N, H, W, C) at the model's size), with a one-line error that
+    says what to pass instead of MLflow's schema dump. No output schema: a latent (N, Z) or
+    images, as params.output asks."""
     return ModelSignature(
-        inputs=Schema([TensorSpec(np.dtype(np.uint8), (-1, channels, size, size))]),
-        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, -1))]),
+        inputs=Schema([TensorSpec(np.dtype(np.uint8), (-1, -1, -1, -1))]),
         params=ParamSchema([ParamSpec("output", "string", "latent")]),
     )
 
@@ -90,12 +95,14 @@ def log_and_register(
     tags: dict[str, str],
     metric: str = "val_bpd",
     mode: str = "min",
+    description: Callable[[str], str] | None = None,
 ) -> Registered:
-    """Log the checkpoint as a pyfunc model under `run_id`, register it as a new version of
-    `name` (or find the one this sweep, tags["sweep_run_id"], registered already), and give it
-    the champion or challenger alias. `tags` hold the version's key (tags[KEY]) and its
-    validation metrics; a new registered model is promoted on `metric` (`mode` min or max).
-    The run stays as it was: only its owner ends it."""
+    """Log the checkpoint as a pyfunc model under `run_id` (the trial's run that trained it:
+    the version's source run), register it as a new version of `name` (or find the one this
+    sweep, tags["sweep_run_id"], registered already), and give it the champion or challenger
+    alias. `tags` hold the version's key (tags[KEY]) and its validation metrics; a new
+    registered model is promoted on `metric` (`mode` min or max); `description` makes the
+    version's description from its number. The run stays as it was: only its owner ends it."""
     client = MlflowClient(tracking_uri)
     _ensure_registered_model(client, name, tags[KEY], metric, mode)
     same = f"name = '{name}' and tags.sweep_run_id = '{tags['sweep_run_id']}'"
@@ -107,8 +114,19 @@ def log_and_register(
     model_id = _log_model(client, run_id, checkpoint)
     with using_tracking_uri(tracking_uri):  # the SQL registry looks the logged model up
         version = client.create_model_version(  # through the global tracking URI
-            name, f"models:/{model_id}", run_id=run_id, tags=tags, model_id=model_id
+            name,
+            f"models:/{model_id}",
+            run_id=run_id,
+            tags=tags,
+            model_id=model_id,
         )
+    if description is not None:
+        client.update_model_version(name, version.version, description(str(version.version)))
+    # What mlflow.register_model also does: the logged model's page then says "registered"
+    client.set_logged_model_tags(
+        model_id,
+        {MLFLOW_MODEL_VERSIONS: json.dumps([{"name": name, "version": str(version.version)}])},
+    )
     return _settle_aliases(client, name, str(version.version))
 
 

@@ -21,9 +21,11 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+import yaml
+
 from sweeps import comparable, tracking
 from sweeps import space as spaces
-from vae_core import Config
+from vae_core import Config, ConfigError
 from vae_core.data.sources import resolve_data_root
 
 METRIC = "val_bpd"  # the default selection metric; the training loss never picks a winner
@@ -52,6 +54,9 @@ DEFAULTS: dict[str, Any] = {
     "fresh_workers": False,
     "smoke_test": False,
     "resume": False,
+    "dry_run": False,
+    "epoch_seconds": None,  # --dry-run's estimate: seconds of one epoch of one trial
+    "price_per_hour": None,  # --dry-run's estimate: the cluster's price per hour
 }
 SMOKE = {"num_samples": 2, "max_epochs": 2, "image_every": 1}
 SMOKE_DATA = {"limit": 256, "iwae_samples": 4}  # 256 images, a cheap importance bound
@@ -114,6 +119,9 @@ class SweepSpec:
     resume: bool
     fresh_workers: bool
     smoke_test: bool
+    dry_run: bool = False  # print the plan (sweeps.plan), start nothing
+    epoch_seconds: float | None = None
+    price_per_hour: float | None = None
     command: str = ""  # the command line, as typed
     given: frozenset[str] = frozenset()  # the flags the command line set
 
@@ -129,6 +137,9 @@ class SweepSpec:
                 f"--gpus-per-trial: got {self.gpus_per_trial}; expected >= 0 "
                 "(0.25 packs four trials on a GPU)"
             )
+        for flag in ("epoch_seconds", "price_per_hour"):
+            if (value := getattr(self, flag)) is not None and not value >= 0:
+                raise SpecError(f"--{_flag(flag)}: got {value}; expected a number >= 0")
         if self.time_budget is not None and self.time_budget <= 0:
             raise SpecError(f"--time-budget: got {self.time_budget}; expected seconds > 0")
         self._check_objective()
@@ -346,6 +357,12 @@ FLAGS: list[tuple[str, dict[str, Any], str]] = [
         "--smoke-test)",
     ),
     ("--data-root", {}, "where the dataset is (default $VAE_DATA_ROOT, ./data)"),
+    (
+        "--download",
+        {"action": "store_true"},
+        "fetch MNIST / Fashion-MNIST into --data-root if it is not there, on every node before "
+        "the trials start (CelebA cannot be fetched: see README)",
+    ),
     ("--data-path", {}, "a `vae-data prepare` file, path or s3:// URI"),
     (
         "--tracking-uri",
@@ -388,6 +405,35 @@ FLAGS: list[tuple[str, dict[str, Any], str]] = [
         "--smoke-test",
         {"action": "store_true"},
         "2 trials x 2 epochs on 256 images: checks the set-up in a minute",
+    ),
+    (
+        "--set",
+        {"action": "append", "metavar": "KEY=VALUE", "dest": "overrides"},
+        "change a field of the script's base config, e.g. --set lr=3e-4 --set batch_size=128 "
+        "(repeatable; the fields of vae-train --help)",
+    ),
+    (
+        "--space",
+        {"metavar": "FILE.yaml"},
+        "search this space instead of the script's: one line per config field, a domain as "
+        "the sweep's run logs it (latent_dim: choice([16, 32]), kl_weight: loguniform(0.25, "
+        "4)) or a constant",
+    ),
+    (
+        "--dry-run",
+        {"action": "store_true"},
+        "print the trials, their resources and the sweep's expected epochs (and time and "
+        "cost with --epoch-seconds / --price-per-hour), then stop: nothing starts",
+    ),
+    (
+        "--epoch-seconds",
+        {"type": float, "metavar": "SECONDS"},
+        "--dry-run: seconds of one epoch of one trial (a trial's epoch_seconds in MLflow)",
+    ),
+    (
+        "--price-per-hour",
+        {"type": float, "metavar": "PRICE"},
+        "--dry-run: what the cluster costs per hour, all its nodes",
     ),
 ]
 
@@ -437,13 +483,21 @@ def spec_from_args(
     """The spec of parsed flags: typed values over --smoke-test's over the script's defaults
     over DEFAULTS. `base_config` may depend on the script's own flags (a callable)."""
     typed = {k: v for k, v in vars(args).items() if v is not None}
+    overrides = parse_overrides(typed.pop("overrides", []))
+    if typed.get("space"):
+        space = spaces.load_space(typed.pop("space"))
+    if searched := sorted(set(overrides) & set(space)):
+        raise SpecError(
+            f"--set {searched[0]}: the search space samples it; remove it from the space "
+            "(--space FILE) to fix its value"
+        )
     smoke = typed.get("smoke_test", defaults.get("smoke_test", False))
     v = {**DEFAULTS, **defaults, **(SMOKE if smoke else {}), **typed}
     if v["objective"] == "rate-distortion" and "scheduler" not in typed:
         v["scheduler"] = "fifo"  # ASHA ranks on one metric
     if v["resume"] and "name" not in typed:
         raise SpecError("--resume needs --name: the sweep to continue")
-    base = _resolve_base(base_config(args) if callable(base_config) else base_config, v)
+    base = _resolve_base(base_config(args) if callable(base_config) else base_config, v, overrides)
     storage = v["storage_path"]
     return SweepSpec(
         **{k: v[k] for k in DEFAULTS if k != "storage_path"},
@@ -461,13 +515,37 @@ def spec_from_args(
     )
 
 
-def _resolve_base(base_config: Mapping[str, Any], v: dict[str, Any]) -> Config:
-    """The base config with the flags applied and every path absolute (Tune moves the cwd)."""
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """--set KEY=VALUE, each value read as YAML (3e-4, 128, true, [32, 64], text)."""
+    overrides = {}
+    for item in items:
+        key, eq, text = item.partition("=")
+        if not eq or not key.strip():
+            raise SpecError(f"--set {item!r}: expected KEY=VALUE, e.g. --set lr=3e-4")
+        try:
+            overrides[key.strip()] = yaml.safe_load(text)
+        except yaml.YAMLError:
+            overrides[key.strip()] = text
+    return overrides
+
+
+def _resolve_base(
+    base_config: Mapping[str, Any], v: dict[str, Any], overrides: Mapping[str, Any]
+) -> Config:
+    """The base config with --set and the flags applied and every path absolute (Tune moves
+    the cwd)."""
     config = Config.from_dict(dict(base_config))
+    for key, value in overrides.items():
+        try:
+            config = config.replace(**{key: value})
+        except ConfigError as err:
+            raise SpecError(f"--set {key}={value}: {err}") from None
     changes: dict[str, Any] = {"seed": v["seed"]}
     d = config.data
     if d.dataset != "shapes":
         changes["data_root"] = str(resolve_data_root(v.get("data_root") or d.data_root))
+    if v.get("download"):
+        changes["download"] = True
     data_path = v.get("data_path") or d.data_path
     if data_path:
         changes["data_path"] = data_path if "://" in data_path else str(Path(data_path).resolve())

@@ -6,7 +6,9 @@ server outage. Which run is opened and ended when is sweeps/lifecycle.py's busin
 from __future__ import annotations
 
 import os
+import shutil
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,18 +17,27 @@ from typing import Any
 from mlflow.entities import Param
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
+from mlflow.tracking.multimedia import compress_image_size
+from mlflow.utils.mlflow_tags import MLFLOW_LOGGED_IMAGES
 
 from sweeps.outbox import transient
 
 ROLE = "vae_sweep.role"  # sweep | trial
 SWEEP_NAME = "vae_sweep.sweep_name"
 KEPT = "vae_sweep.kept"  # on the parent: the flags a resumed sweep keeps (JSON)
+BEST = "vae_sweep.best"  # "true" on the sweep's best trial's run
+OUTCOME = "vae_sweep.outcome"  # on a trial run: completed | pruned | stopped | failed | ...
+OUTCOMES = "vae_sweep.outcomes"  # on the parent, at the end: {outcome: trials} (JSON)
 STOP_REASON = "vae_sweep.stop_reason"
 ERROR = "vae_sweep.error"
 DIVERGED = "vae_sweep.diverged"  # set on a trial run whose loss became NaN/inf
 DEVICE = "vae_sweep.device"  # on a trial run: where it trained (cuda:0, cpu, cpu (why))
 PARENT = "mlflow.parentRunId"
+NOTE = "mlflow.note.content"  # a run's description, as the UI shows and edits it
 TRIAL_ID = "ray.trial_id"
+IMAGES = "images"  # a trial's grids by epoch (stepped_images), what the UI's image charts read
+LATEST_GRIDS = "grids"  # a trial's latest grids, at fixed paths: Compare shows them side by side
+LOGGED_IMAGES = MLFLOW_LOGGED_IMAGES
 MAX_PARAM_LENGTH = 6000  # MLflow's limit on a param value
 PATIENCE_S = 600  # how long a call waits for the tracking server to come back
 
@@ -35,6 +46,11 @@ def default_tracking_uri() -> str:
     """$MLFLOW_TRACKING_URI, else an SQLite store in the working directory, absolute (Tune
     moves each trial's working directory; a relative sqlite:///mlflow.db would follow it)."""
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+
+
+def uri_flag(uri: str) -> str:
+    """` --tracking-uri URI` for a command to print, or "" when `uri` is the default here."""
+    return "" if uri == default_tracking_uri() else f" --tracking-uri {uri}"
 
 
 def absolute_tracking_uri(uri: str) -> str:
@@ -57,15 +73,51 @@ def artifact_root(tracking_uri: str) -> str | None:
     return None
 
 
-def create_experiment(client: MlflowClient, name: str, tracking_uri: str) -> str:
-    """The experiment `name`, created unless it exists. Create first and take 'already
-    exists' as found: a look-then-create races with another sweep starting at the same time."""
+def experiment_tags(dataset: str) -> dict[str, str]:
+    """A sweep experiment's description, and the kind that makes MLflow 3's UI open it on its
+    training runs (not the GenAI view of traces it shows an experiment without a kind)."""
+    return {
+        "mlflow.experimentKind": "custom_model_development",
+        NOTE: (
+            f"VAE hyperparameter sweeps on {dataset} by vae-sweep: one parent run per sweep "
+            "(vae_sweep.role = sweep), its trials nested under it. val_bpd is the negative "
+            "ELBO at beta = 1 on the validation split in bits per dimension (lower is "
+            "better); it chooses the best trial. test_bpd is reported on the test split and "
+            "never chooses anything."
+        ),
+    }
+
+
+def create_experiment(
+    client: MlflowClient, name: str, tracking_uri: str, tags: dict[str, str] | None = None
+) -> str:
+    """The experiment `name`, created with `tags` unless it exists. Create first and take
+    'already exists' as found: a look-then-create races with another sweep starting at the
+    same time."""
     try:
-        return client.create_experiment(name, artifact_location=artifact_root(tracking_uri))
+        return client.create_experiment(
+            name, artifact_location=artifact_root(tracking_uri), tags=tags
+        )
     except MlflowException as err:
         if err.error_code != "RESOURCE_ALREADY_EXISTS":
             raise
     return client.get_experiment_by_name(name).experiment_id
+
+
+def stepped_images(pngs: list[Path], step: int, into: Path) -> None:
+    """Copies of `pngs` in the layout of MlflowClient.log_image(key=..., step=...) (mlflow
+    3.x: `<key>+step+<step>+timestamp+<ms>+<uuid>.png` and a `+compressed.webp` thumbnail,
+    logged under `images/`, with the run tagged mlflow.loggedImages), so that the UI's image
+    charts step through epochs and put trials side by side. Written here, names fixed once,
+    so that the Outbox sends them as one folder that a retry cannot duplicate."""
+    from PIL import Image
+
+    now = int(time.time() * 1000)
+    for png in pngs:
+        stem = f"{png.stem}+step+{step}+timestamp+{now}+{uuid.uuid4()}"
+        shutil.copyfile(png, into / f"{stem}.png")
+        with Image.open(png) as image:
+            compress_image_size(image).save(into / f"{stem}+compressed.webp")
 
 
 def log_params(client: MlflowClient, run_id: str, values: dict[str, Any]) -> None:

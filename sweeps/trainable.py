@@ -23,10 +23,10 @@ import ray
 import torch
 from ray import tune
 
-from sweeps import outbox
-from sweeps.lifecycle import TrialRun
+from sweeps import console, outbox, tracking
+from sweeps.lifecycle import TrialRun, failed
 from sweeps.searcher import TRIAL_INDEX
-from sweeps.tracking import DEVICE, DIVERGED, ERROR
+from sweeps.tracking import DEVICE, DIVERGED
 from vae_core import Config, DivergenceError, fit, load_splits, read_checkpoint
 from vae_core.checkpoint import CHECKPOINT_NAME
 from vae_core.trainer import TrainState, select_device
@@ -84,6 +84,7 @@ def trial_index(params: dict[str, Any], trial_id: str) -> int:
 
 def train_trial(params: dict[str, Any], context: SweepContext) -> None:
     torch.set_num_threads(max(1, math.floor(context.cpus_per_trial)))
+    console.quiet_trial_logs()
     # A log call fails fast when the server is away (the Outbox keeps it) instead of blocking
     # training through MLflow's own minutes of retries.
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
@@ -123,7 +124,7 @@ def train_trial(params: dict[str, Any], context: SweepContext) -> None:
         # Tune retries every failed trial; resuming a diverged one from its last checkpoint
         # (exact RNG state) would only diverge again, so the retry fails at once.
         err = DivergenceError(f"{diverged} (not retried: it would diverge again)")
-        run.end("FAILED", {ERROR: f"DivergenceError: {err}"[:5000]})
+        run.end("FAILED", failed(f"DivergenceError: {err}"))
         raise err
     with timed(spent, "load_data"):
         data = load_splits(config, progress=False)  # the node cache: prepared once per node
@@ -136,7 +137,7 @@ def train_trial(params: dict[str, Any], context: SweepContext) -> None:
             metrics = {k: record[k] for k in REPORTED if record.get(k) is not None}
             run.log_metrics(metrics, step=state.epoch)
             if state.epoch % context.image_every == 0 or last:
-                _log_images(run, state, data, f"images/epoch_{state.epoch:03d}")
+                _log_images(run, state, data)
         timings = {
             "epoch_seconds": record["epoch_seconds"],
             "entered_at": entered_at,
@@ -150,12 +151,13 @@ def train_trial(params: dict[str, Any], context: SweepContext) -> None:
                 run.outbox.save(Path(folder))  # what the server has not got yet travels along
             report = {"epoch": state.epoch, **metrics, **run.outbox.counters(), **timings}
             report["mlflow_run_id"] = run.run_id
+            report["trial_name"] = tune_ctx.get_trial_name()  # its run's name (plots, tables)
             tune.report(report, checkpoint=tune.Checkpoint.from_directory(folder))
 
     try:
         fit(config, data, on_epoch_end=on_epoch_end, resume_from=resume)
     except Exception as err:
-        tags = {ERROR: f"{type(err).__name__}: {err}"[:5000]}
+        tags = failed(f"{type(err).__name__}: {err}")
         if isinstance(err, DivergenceError):
             tags[DIVERGED] = str(err)[:5000]
         run.end("FAILED", tags)
@@ -202,9 +204,17 @@ def _naming_a_full_disk(staging: str, epoch: int) -> Iterator[None]:
         ) from err
 
 
-def _log_images(run: TrialRun, state: TrainState, data, artifact_path: str) -> None:
+def _log_images(run: TrialRun, state: TrainState, data) -> None:
+    """The validation grids (reconstructions, samples, interpolations): by epoch for the UI's
+    image charts, and as the trial's latest at fixed paths for Compare."""
     from vae_core import viz
 
     with tempfile.TemporaryDirectory() as folder:
-        viz.model_grids(state.model, data.val.images, folder, seed=state.config.train.seed)
-        run.log_files(Path(folder), artifact_path)
+        grids = Path(folder) / "grids"
+        grids.mkdir()
+        pngs = viz.model_grids(state.model, data.val.images, grids, seed=state.config.train.seed)
+        stepped = Path(folder) / "stepped"
+        stepped.mkdir()
+        tracking.stepped_images(pngs, state.epoch, stepped)
+        run.log_files(stepped, tracking.IMAGES)
+        run.log_files(grids, tracking.LATEST_GRIDS)

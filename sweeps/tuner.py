@@ -5,6 +5,8 @@ or the saved run restored for --resume.
 
 from __future__ import annotations
 
+import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from ray import tune
@@ -13,15 +15,24 @@ from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
 from ray.tune.stopper import Stopper
 
 from sweeps import preflight
+from sweeps.console import LOGGERS, EpochLines
 from sweeps.lifecycle import EndTrialRuns, Stops, trial_epoch
 from sweeps.searcher import STUDY_COPY, make_searcher
+from sweeps.space import sampled_keys, trial_name
 from sweeps.spec import SweepSpec
-from sweeps.trainable import SweepContext, train_trial
+from sweeps.trainable import SweepContext, train_trial, trial_index
 
 
 def stops(spec: SweepSpec) -> Stops:
     """What may end this sweep's trials before their last epoch."""
-    return Stops(spec.max_epochs, spec.scheduler, spec.epoch_budget, spec.time_budget)
+    return Stops(
+        spec.max_epochs,
+        spec.scheduler,
+        spec.epoch_budget,
+        spec.time_budget,
+        spec.metric,
+        spec.mode,
+    )
 
 
 def check_restorable(spec: SweepSpec) -> None:
@@ -44,6 +55,29 @@ def optuna_storage(spec: SweepSpec) -> str | None:
     )
     folder.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{folder / 'optuna.db'}"
+
+
+@dataclass(frozen=True)
+class TrialNamer:
+    """Tune's trial_name_creator: the name Tune shows and the trial's MLflow run takes,
+    `07 z16 beta0.4 sigma0.12 learned` (sweeps.space.trial_name)."""
+
+    sampled: tuple[str, ...]
+    width: int
+
+    def __call__(self, trial) -> str:
+        index = trial_index(trial.config, trial.trial_id)
+        return trial_name(index, trial.config, list(self.sampled), self.width)
+
+    def folder(self, trial) -> str:
+        """Tune's trial_dirname_creator: `trial_07_3b1e7_00007`, no spaces (paths and URIs
+        on every storage take it) and sorted by index."""
+        index = trial_index(trial.config, trial.trial_id)
+        return f"trial_{index:0{self.width}d}_{trial.trial_id}"
+
+
+def trial_namer(spec: SweepSpec) -> TrialNamer:
+    return TrialNamer(tuple(sampled_keys(dict(spec.space))), max(2, len(str(spec.num_samples))))
 
 
 class EpochBudget(tune.Callback, Stopper):
@@ -90,6 +124,9 @@ def build_tuner(
 ) -> tune.Tuner:
     """The sweep's Tuner; on --resume the one Tune saved (searcher, scheduler, stoppers and
     callbacks as they were pickled then), with a trainable that knows this driver's runs."""
+    # Tune's own loggers would add TensorBoard's (and a warning when it is missing): only the
+    # two its analysis reads, passed below (sweeps.console)
+    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
     trainable = _trainable(spec, resources, experiment_id, parent)
     if spec.resume:
         return tune.Tuner.restore(
@@ -140,14 +177,18 @@ def build_tuner(
             # A finished trial's worker process takes the next trial: torch, Ray and MLflow
             # are imported once per slot, not once per trial.
             reuse_actors=not spec.fresh_workers,
+            trial_name_creator=(namer := trial_namer(spec)),
+            trial_dirname_creator=namer.folder,
         ),
         run_config=tune.RunConfig(
             name=spec.name,
             storage_path=spec.storage_path,
-            verbose=1,
+            verbose=0,  # sweeps.console prints a line per epoch instead of Tune's boxes
             stop=budget,
             callbacks=[
                 EndTrialRuns(spec.tracking_uri, stops(spec)),
+                EpochLines(spec.metric, spec.mode, spec.max_epochs),
+                *(logger() for logger in LOGGERS),
                 *([budget] if budget else []),
             ],
             # The best epoch, and always the latest; a point of a front is a trial's last.

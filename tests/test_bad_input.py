@@ -167,7 +167,7 @@ def test_a_sweep_refuses_bad_input_before_any_trial(
     if case in EARLY:
         assert not ray_started and "preparing" not in stderr  # no data read, no Ray
     assert snapshot(uri) == before  # nothing created, ended or moved in the store
-    assert not list((tmp_path / "ray").glob("*/train_trial_*"))  # no trial started
+    assert not list((tmp_path / "ray").glob("*/trial_*"))  # no trial started
     record(
         "bad input",
         test="tests/test_bad_input.py::test_a_sweep_refuses_bad_input_before_any_trial",

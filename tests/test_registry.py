@@ -6,6 +6,7 @@ import pytest
 from conftest import make_splits, migrated_store, tiny_config
 from mlflow.tracking import MlflowClient
 
+from sweeps import cli
 from sweeps.registry import (
     KEY,
     _ensure_registered_model,
@@ -174,3 +175,23 @@ def test_registering_leaves_the_sweep_run_as_it_was(store, checkpoint):
     assert logged.experiment_id == experiment
     outputs = client.get_run(run_id).outputs.model_outputs
     assert [o.model_id for o in outputs] == [model_id]
+
+
+def test_vae_sweep_promote_moves_the_champion_by_hand_and_keeps_why(store, checkpoint, capsys):
+    uri, client, _ = store
+    register(store, checkpoint, "a", 5.0)
+    register(store, checkpoint, "b", 6.0)  # worse on validation: challenger
+    assert aliases(client) == {"champion": "1", "challenger": "2"}
+    flags = ["--tracking-uri", uri]
+    with pytest.raises(SystemExit) as refused:  # no reason, no promotion
+        cli.main(["promote", "m", "2", *flags])
+    assert refused.value.code == 2 and "--reason" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main(["promote", "m", "7", "--reason", "x", *flags])
+    assert "m has no version 7: versions 1, 2" in capsys.readouterr().err
+    assert cli.main(["promote", "m", "2", "--reason", "sharper samples", *flags]) == 0
+    said = capsys.readouterr().err
+    assert "m version 2 is @champion (was version 1): sharper samples" in said
+    assert aliases(client) == {"champion": "2"}  # no longer the challenger too
+    why = client.get_model_version("m", "2").tags["vae_sweep.promoted"]
+    assert why.startswith("sharper samples (by ")

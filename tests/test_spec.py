@@ -6,8 +6,11 @@ import dataclasses
 import pytest
 from ray import tune
 
-from sweeps.space import describe, describe_space
+from sweeps.engine import run_sweep
+from sweeps.plan import expected_epochs
+from sweeps.space import describe, describe_space, sampled_keys, trial_name
 from sweeps.spec import SpecError, parse_spec
+from sweeps.tracking import default_tracking_uri, uri_flag
 
 SPACE = {"latent_dim": tune.choice([4, 8]), "kl_weight": tune.loguniform(0.1, 10.0)}
 BASE = {"dataset": "shapes", "arch": "conv"}
@@ -35,6 +38,24 @@ def spec(*flags, defaults=None, space=SPACE):
 def test_a_domain_reads_as_it_was_written(domain, text):
     assert describe(domain) == text
     assert "object at 0x" not in describe_space({"x": domain})["x"]
+
+
+def test_a_trial_is_named_by_its_index_and_sampled_values():
+    space = {
+        "latent_dim": tune.choice([16, 32]),
+        "kl_weight": tune.loguniform(0.25, 4.0),
+        "sigma_x": tune.loguniform(0.03, 0.3),
+        "likelihood": tune.choice(["gaussian", "gaussian_learned"]),
+        "lr": tune.grid_search([1e-3, 3e-4]),
+        "arch": "conv",  # a constant: the same for every trial, not in the name
+    }
+    keys = sampled_keys(space)
+    assert keys == ["latent_dim", "kl_weight", "sigma_x", "likelihood", "lr"]
+    values = {"latent_dim": 16, "kl_weight": 0.40123, "sigma_x": 0.1234, "lr": 3e-4,
+              "likelihood": "gaussian_learned", "arch": "conv", "trial_index": 7}  # fmt: skip
+    assert trial_name(7, values, keys) == "07 z16 beta0.401 sigma0.123 learned lr0.0003"
+    assert trial_name(7, {**values, "likelihood": "gaussian"}, keys, width=3).startswith("007 z16")
+    assert trial_name(12, {}, keys) == "12"  # nothing sampled known: the index alone
 
 
 def test_defaults_then_smoke_test_then_the_command_line():
@@ -72,3 +93,73 @@ def test_a_resumed_spec_keeps_what_the_sweep_started_with():
     with pytest.raises(SpecError, match="search space 'kl_weight': loguniform.0.1, 1., but"):
         spec("--resume", "--name", "s", space=changed).resumed(started.kept())
     assert spec("--resume", "--name", "s").resumed({}).num_samples == 16  # nothing recorded
+
+
+def test_set_changes_the_base_config_and_names_a_bad_field():
+    s = spec("--set", "lr=3e-4", "--set", "batch_size=128", "--set", "widths=[16, 32, 64, 64]")
+    assert (s.base.train.lr, s.base.train.batch_size) == (3e-4, 128)
+    assert s.base.model.widths == (16, 32, 64, 64)
+    with pytest.raises(SpecError, match="--set bogus=1: bogus: unknown field in the config"):
+        spec("--set", "bogus=1")
+    with pytest.raises(SpecError, match="--set latent_dim: the search space samples it"):
+        spec("--set", "latent_dim=8")
+    with pytest.raises(SpecError, match="expected KEY=VALUE"):
+        spec("--set", "lr")
+    with pytest.raises(SpecError, match="--set batch_size=-1: "):
+        spec("--set", "batch_size=-1")
+
+
+def test_space_file_replaces_the_script_s_space_in_the_logged_notation(tmp_path):
+    path = tmp_path / "space.yaml"
+    path.write_text(
+        "latent_dim: choice([16, 32])\n"
+        "kl_weight: loguniform(0.25, 4)\n"
+        "likelihood: choice(['gaussian', 'gaussian_learned'])\n"
+        "lr: 0.0005\n"
+    )
+    s = spec("--space", str(path))
+    assert describe_space(dict(s.space)) == {
+        "latent_dim": "choice([16, 32])",
+        "kl_weight": "loguniform(0.25, 4)",
+        "likelihood": "choice(['gaussian', 'gaussian_learned'])",
+        "lr": "0.0005",
+    }  # what the parent run logs reads back as it was written
+    path.write_text("kl_weight: logunifrom(0.25, 4)\n")
+    with pytest.raises(ValueError, match="'kl_weight': .*unknown domain 'logunifrom'"):
+        spec("--space", str(path))
+    path.write_text("kl_weight: loguniform(0.25)\n")
+    with pytest.raises(ValueError, match="loguniform takes the arguments of tune.loguniform"):
+        spec("--space", str(path))
+    path.write_text("latent_dim: choice([0, 8])\n")  # checked against the config, as a script's
+    with pytest.raises(Exception, match="search space 'latent_dim' = 0"):
+        spec("--space", str(path))
+    with pytest.raises(FileNotFoundError, match="--space .*: no such file"):
+        spec("--space", str(tmp_path / "none.yaml"))
+
+
+def test_dry_run_prints_the_plan_and_starts_nothing(tmp_path, capsys):
+    s = spec("--dry-run", "--epoch-seconds", "20", "--price-per-hour", "3", "--num-samples", "27",
+             "--max-epochs", "27", "--grace-period", "1", "--max-concurrent", "2")  # fmt: skip
+    assert s.dry_run and run_sweep(s) is None
+    out = capsys.readouterr().out
+    assert "27: Optuna's TPE: the first 10 at random, then proposed from results" in out
+    assert "ASHA may stop it after epoch 1, 3, 9" in out
+    e = 1 + 2 / 3 + 6 / 9 + 18 / 27  # 1/3 of the trials go on at each rung
+    assert expected_epochs(27, 1, "asha") == pytest.approx(e)
+    assert f"about {27 * e:.0f} in all ({e:.1f} per trial" in out
+    hours = 27 * e * 20 / 2 / 3600
+    assert f"time         about {hours * 60:.0f} min with 2 trials at once" in out
+    assert f"cost about {hours * 3:.2f} at 3/h" in out
+    assert not (tmp_path / "x.db").exists() and not list(tmp_path.iterdir())
+
+
+def test_download_is_a_sweep_flag_that_reaches_every_trial():
+    assert spec("--download").base.data.download is True
+    assert spec().base.data.download is False
+
+
+def test_a_printed_command_names_the_tracking_uri_unless_it_is_the_default(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert uri_flag(default_tracking_uri()) == ""  # ./mlflow.db: what the command reads anyway
+    assert uri_flag("http://mlflow:5000") == " --tracking-uri http://mlflow:5000"

@@ -6,21 +6,26 @@ that only reads its results."""
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
+import time
+import urllib.request
 from pathlib import Path
 
 import mlflow
 import numpy as np
 import optuna
+import pyarrow.parquet as pq
 import pytest
 from conftest import REPO, migrated_store
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 from PIL import Image
 from ray import tune
+from servers import free_port, start_mlflow_server, stop
 
 from sweeps import cli
 from sweeps.finish import Candidate, non_dominated, pick
@@ -38,6 +43,8 @@ from vae_core import Config, ConfigError
 
 EPOCHS = 3
 SAMPLES = 4
+STOP = "vae_sweep.stop_reason"
+CHROMIUM = "/usr/bin/chromium"  # Debian's: playwright drives it, no browser download
 
 
 def sweep(job, *flags, script="shapes.py", smoke=True):
@@ -98,16 +105,21 @@ def test_one_parent_run_and_one_nested_child_per_trial(done):
     assert parent.data.params["space.latent_dim"] == "choice([16, 32])"
     assert parent.data.params["base.data.dataset"] == "shapes"
     assert parent.data.tags["vae_sweep.command"].startswith("shapes.py --smoke-test")
-    assert {"test_bpd", "test_iwae_nll", "val_bpd"} <= set(parent.data.metrics)
+    assert {"test_bpd", "test_iwae_nll", "best_val_bpd"} <= set(parent.data.metrics)
+    assert "val_bpd" not in parent.data.metrics  # a sort by val_bpd finds only trials
     # A local Ray: the test evaluation ran in the driver, on this (only) node, on its CPU.
     assert parent.data.tags["vae_sweep.evaluation_device"] == "cpu"
     assert parent.data.tags["vae_sweep.evaluated_on"] == children[0].data.tags["ray.node_id"]
     sweep_files = {a.path for a in client.list_artifacts(parent.info.run_id, "sweep")}
     assert {
         "sweep/rate_distortion.png",
-        "sweep/rate_distortion.html",
+        "sweep/plots.html",
         "sweep/optimization_history.png",
     } <= sweep_files
+    page = client.download_artifacts(parent.info.run_id, "sweep/plots.html", str(job))
+    html = Path(page).read_text()
+    assert "rate-distortion" in html and "optimization history" in html
+    assert not re.search(r"<script[^>]*\bsrc=", html)  # plotly.js inside: it draws offline
     best = {a.path for a in client.list_artifacts(parent.info.run_id, "best")}
     grids = {"reconstructions.png", "samples.png", "interpolations.png"}  # drawn by the task
     assert best == {f"best/{name}" for name in grids}
@@ -118,31 +130,106 @@ def test_one_parent_run_and_one_nested_child_per_trial(done):
     assert sorted(int(c.data.params["train.seed"]) for c in children) == list(range(SAMPLES))
     for child in children:
         assert {"val_bpd_calibrated", "effective_beta"} <= set(child.data.metrics)
-    killed = [c for c in children if c.info.status == "KILLED"]
-    assert killed, "ASHA stopped no trial of this seed: the checks below would be vacuous"
+    pruned = [c for c in children if c.data.tags["vae_sweep.outcome"] == "pruned"]
+    assert pruned, "ASHA stopped no trial of this seed: the checks below would be vacuous"
+    # Named by index and sampled values, in the space's order: `02 z16 beta1.23 sigma0.0456
+    # learned`; unique, and in the order the trials were proposed.
+    names = sorted(c.info.run_name for c in children)
+    assert [n.split()[0] for n in names] == [f"{i:02d}" for i in range(SAMPLES)]
     for child in children:
         tags = child.data.tags
-        assert tags["mlflow.parentRunId"] == parent.info.run_id
-        assert child.info.run_name.startswith("train_trial_") and tags["ray.trial_id"]
+        assert tags["mlflow.parentRunId"] == parent.info.run_id and tags["ray.trial_id"]
+        number = r"\d+(\.\d+)?(e-?\d+)?"
+        assert re.fullmatch(
+            rf"\d\d z(16|32) beta{number} sigma{number} (fixed|learned)", child.info.run_name
+        ), child.info.run_name
+        params = child.data.params
+        assert f"z{params['model.latent_dim']} beta{float(params['train.kl_weight']):.3g}" in (
+            child.info.run_name
+        )
         assert tags["ray.node_id"] and tags["vae_sweep.device"] == "cpu"
         assert (child.data.params["resources.cpu"], child.data.params["resources.gpu"]) == (
             "1.0",
             "0.0",
         )
-        assert child.info.status in ("FINISHED", "KILLED")  # none left RUNNING
+        # Pruned is not crashed: FINISHED (a green tick in the UI), the outcome a tag
+        assert child.info.status == "FINISHED"  # none left RUNNING, none failed
         assert child.data.params["model.latent_dim"] in ("16", "32")
         history = client.get_metric_history(child.info.run_id, "val_bpd")
         assert [m.step for m in history] == list(range(1, len(history) + 1))
-        if child.info.status == "KILLED":
+        note = tags["mlflow.note.content"]  # the run's description
+        if tags["vae_sweep.outcome"] == "pruned":
             assert len(history) == 2  # ASHA's one rung, at the grace period
             assert tags["vae_sweep.stop_reason"] == "stopped early by ASHA after epoch 2"
+            assert note.startswith("Pruned (not a crash): stopped early by ASHA after epoch 2")
         else:
+            assert tags["vae_sweep.outcome"] == "completed"
+            assert f"Completed: trained all {EPOCHS} epochs; its best val_bpd " in note
             assert len(history) == EPOCHS
-            images = {
-                a.path
-                for a in client.list_artifacts(child.info.run_id, f"images/epoch_{EPOCHS:03d}")
+            # image_every is 1 in a smoke test: every epoch's grids, for the UI's image
+            # charts (MLflow's layout of log_image(key=..., step=...)), and the latest at
+            # fixed paths for Compare
+            assert tags["mlflow.loggedImages"] == "True"
+            images = [a.path for a in client.list_artifacts(child.info.run_id, "images")]
+            for key in ("reconstructions", "samples", "interpolations"):
+                steps = [
+                    int(path.split("+step+")[1].split("+")[0])
+                    for path in images
+                    if path.startswith(f"images/{key}+step+") and path.endswith(".png")
+                ]
+                assert sorted(steps) == list(range(1, EPOCHS + 1)), images
+                assert sum(p.endswith("+compressed.webp") and f"/{key}+" in p for p in images) == (
+                    EPOCHS
+                )
+            grids = {a.path for a in client.list_artifacts(child.info.run_id, "grids")}
+            assert grids == {
+                f"grids/{k}.png" for k in ("reconstructions", "samples", "interpolations")
             }
-            assert f"images/epoch_{EPOCHS:03d}/reconstructions.png" in images
+
+
+def test_the_sweep_reads_at_a_glance_in_mlflow(done):
+    """What the UI shows: descriptions everywhere, the best trial marked, the registered
+    version's source the trial that trained it, the logged model registered with its params."""
+    _, uri, _ = done
+    client, found = runs(uri)
+    experiment = client.get_experiment_by_name("vae-sweep/shapes")
+    # opens on its training runs, not MLflow 3's GenAI view; says what val_bpd is
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    assert "val_bpd is the negative ELBO" in experiment.tags["mlflow.note.content"]
+    parent = next(r for r in found if r.data.tags.get("vae_sweep.sweep_name") == "first")
+    children = trial_runs(uri)
+    best = [c for c in children if c.data.tags.get("vae_sweep.best") == "true"]
+    assert len(best) == 1 and parent.data.tags["best_trial_run_id"] == best[0].info.run_id
+    lowest = {
+        c.info.run_id: min(m.value for m in client.get_metric_history(c.info.run_id, "val_bpd"))
+        for c in children
+    }
+    assert parent.data.metrics["best_val_bpd"] == pytest.approx(lowest[best[0].info.run_id])
+    assert lowest[best[0].info.run_id] == min(lowest.values())
+    assert (
+        best[0].data.tags["mlflow.note.content"].startswith("Best trial of sweep first (val_bpd ")
+    )
+    first_line, second_line = parent.data.tags["mlflow.note.content"].split("\n")
+    pruned = sum(c.data.tags["vae_sweep.outcome"] == "pruned" for c in children)
+    assert first_line.startswith(f"Sweep first: {SAMPLES} trials (") and (
+        f"{pruned} pruned by ASHA" in first_line
+    )
+    assert " of `shapes.py --smoke-test --max-epochs 3 " in first_line
+    assert first_line.endswith("--name first`.")
+    assert second_line.startswith(f"Best: trial {best[0].info.run_name}, val_bpd ")
+    assert "registered as shapes32-vae-smoke version 1 (@champion)" in second_line
+
+    version = client.get_model_version("shapes32-vae-smoke", "1")
+    assert version.run_id == best[0].info.run_id  # the trial's run, not the sweep's
+    assert version.description.startswith(f"Trial {best[0].info.run_name} of sweep first, ")
+    assert "Pull it: vae-sweep pull shapes32-vae-smoke/1 --out model/" in version.description
+    logged = client.get_logged_model(version.model_id or version.source.removeprefix("models:/"))
+    assert logged.source_run_id == best[0].info.run_id
+    assert json.loads(logged.tags["mlflow.modelVersions"]) == [
+        {"name": "shapes32-vae-smoke", "version": "1"}
+    ]
+    assert logged.params["model.latent_dim"] == best[0].data.params["model.latent_dim"]
+    assert "space.latent_dim" not in logged.params  # the trial's own, not the sweep's
 
 
 def test_no_outbox_folder_is_left_behind(done):
@@ -153,7 +240,7 @@ def test_optuna_is_told_which_trials_were_pruned(done):
     job, uri, _ = done
     storage = f"sqlite:///{job / 'ray' / 'first' / 'optuna.db'}"
     study = optuna.load_study(study_name="first", storage=storage)
-    killed = sum(r.info.status == "KILLED" for r in trial_runs(uri))
+    killed = sum(r.data.tags["vae_sweep.outcome"] == "pruned" for r in trial_runs(uri))
     states = [t.state for t in study.trials]
     assert len(study.trials) == SAMPLES and killed > 0
     assert states.count(TrialState.PRUNED) == killed
@@ -175,6 +262,9 @@ def test_best_model_is_registered_and_pulled_back_by_name(done, tmp_path, capsys
     assert float(tags["test_bpd"]) > 0 and tags["sweep_run_id"]
     assert "registered   shapes32-vae-smoke version 1 as @champion" in first.stdout
     assert "mlflow ui --backend-store-uri sqlite:///" in first.stdout
+    assert "then http://127.0.0.1:5000/#/experiments/1/runs?workflowType=machine_learning" in (
+        first.stdout
+    )
 
     model = load_model("shapes32-vae-smoke@champion", tracking_uri=uri)
     assert not model.training and model.image_shape == (3, 32, 32)
@@ -182,10 +272,20 @@ def test_best_model_is_registered_and_pulled_back_by_name(done, tmp_path, capsys
     with using_tracking_uri(uri):
         served = mlflow.pyfunc.load_model("models:/shapes32-vae-smoke@champion")
     assert os.environ.get("MLFLOW_TRACKING_URI") == env_before
-    images = np.zeros((2, 3, 32, 32), dtype=np.uint8)
-    assert served.predict(images).shape == (2, model.latent_dim)
+    images = np.random.default_rng(0).integers(0, 255, (2, 3, 32, 32), dtype=np.uint8)
+    z = served.predict(images)
+    assert z.shape == (2, model.latent_dim)
     recon = served.predict(images, params={"output": "reconstruction"})
-    assert recon.shape == (2, 3 * 32 * 32)
+    assert recon.shape == (2, 3, 32, 32) and 0 <= recon.min() <= recon.max() <= 1  # images
+    # A stack of PIL images is channels-last: taken as it is, answered in its layout
+    pil_stack = np.ascontiguousarray(images.transpose(0, 2, 3, 1))
+    np.testing.assert_allclose(served.predict(pil_stack), z, rtol=1e-5)
+    again = served.predict(pil_stack, params={"output": "reconstruction"})
+    np.testing.assert_allclose(again, recon.transpose(0, 2, 3, 1), rtol=1e-5)
+    with pytest.raises(
+        Exception, match=r"expected uint8 images \(N, 3, 32, 32\) or \(N, 32, 32, 3\)"
+    ):
+        served.predict(np.zeros((2, 3, 28, 28), dtype=np.uint8))
 
     cli.main(
         [
@@ -196,10 +296,10 @@ def test_best_model_is_registered_and_pulled_back_by_name(done, tmp_path, capsys
             "-n",
             "4",
             "--out",
-            f"{tmp_path}/s.png",
+            f"{tmp_path}/s.jpg",
         ]
     )
-    assert (tmp_path / "s.png").is_file()
+    assert Image.open(tmp_path / "s.jpg").format == "JPEG"  # what its name says
     cli.main(
         ["--tracking-uri", uri, "pull", "shapes32-vae-smoke@champion", "--out", f"{tmp_path}/m"]
     )
@@ -396,8 +496,9 @@ def test_a_trial_s_stop_reason_names_what_stopped_it(done):
 
     def reason(stops: Stops, spent: int = 0, seconds: float = 0.0) -> str:
         status, tags = stops.outcome(stopped, spent, seconds)
-        assert status == "KILLED"
-        return tags["vae_sweep.stop_reason"]
+        assert status == "FINISHED"  # stopped by design: not a crash, not interrupted
+        assert tags["vae_sweep.outcome"] == ("pruned" if "ASHA" in tags[STOP] else "stopped")
+        return tags[STOP]
 
     assert reason(Stops(EPOCHS, "asha")) == "stopped early by ASHA after epoch 2"
     assert reason(Stops(EPOCHS, "asha", epoch_budget=5), spent=5) == (
@@ -408,7 +509,8 @@ def test_a_trial_s_stop_reason_names_what_stopped_it(done):
     )
     assert reason(Stops(EPOCHS, "fifo")) == "stopped after epoch 2: the sweep ended"
     finished = next(t for t in trials if t.last_result["epoch"] == EPOCHS)
-    assert Stops(EPOCHS, "asha", 1, 1.0).outcome(finished, 99, 99.0) == ("FINISHED", {})
+    status, tags = Stops(EPOCHS, "asha", 1, 1.0).outcome(finished, 99, 99.0)
+    assert status == "FINISHED" and tags["vae_sweep.outcome"] == "completed" and STOP not in tags
 
 
 def test_searcher_tells_pruned_complete_and_failed_trials_apart(tmp_path):
@@ -484,3 +586,167 @@ def test_two_first_sweeps_create_their_experiment_once(tmp_path):
     for thread in threads:
         thread.join()
     assert errors == [] and len(found) == 6 and len(set(found)) == 1
+
+
+def test_vae_sweep_list_and_show_read_what_the_sweep_left(done, capsys):
+    _, uri, _ = done
+    assert cli.main(["list", "--tracking-uri", uri]) == 0
+    listed = capsys.readouterr().out
+    row = next(line for line in listed.splitlines() if line.startswith("│ first "))
+    assert "vae-sweep/shapes" in row and "FINISHED" in row and f" {SAMPLES}: " in row
+    assert "pruned" in row and "val_bpd " in row and "shapes32-vae-smoke/1 @champion" in row
+    assert "unknown" not in listed  # every trial of every sweep here says how it ended
+    assert cli.main(["show", "first", "--tracking-uri", uri, "--top", "3"]) == 0
+    shown = capsys.readouterr().out
+    assert shown.startswith("Sweep first: 4 trials (")
+    assert f"{SAMPLES} trials of first, by their best val_bpd on validation (the best 3)" in shown
+    children = sorted(trial_runs(uri), key=lambda r: r.data.tags.get("vae_sweep.best", ""))
+    best = children[-1]
+    assert best.data.tags["vae_sweep.best"] == "true"
+    rows = [line for line in shown.splitlines() if re.search(r"│ \d\d z", line)]
+    assert len(rows) == 3 and f"{best.info.run_name} *" in rows[0]  # the best first, marked
+    with pytest.raises(SystemExit) as missing:
+        cli.main(["show", "no-such-sweep", "--tracking-uri", uri])
+    said = capsys.readouterr().err
+    assert missing.value.code == 2 and "no sweep named 'no-such-sweep'; sweeps: " in said
+    assert "first" in said.split("sweeps: ")[1]
+
+
+def test_reading_commands_never_create_a_store(tmp_path, capsys):
+    absent = tmp_path / "mlflow.db"
+    for command in (["list"], ["show", "x"], ["sample", "shapes-vae", "--out", "s.png"]):
+        with pytest.raises(SystemExit) as failed:
+            cli.main([*command, "--tracking-uri", f"sqlite:///{absent}"])
+        assert failed.value.code == 2
+        assert f"no MLflow store at {absent}" in capsys.readouterr().err
+    assert not absent.exists()
+    with pytest.raises(SystemExit):  # a picture's format from its suffix, checked first
+        cli.main(
+            ["sample", "m", "--out", str(tmp_path / "s.gif"), "--tracking-uri", "sqlite:///x"]
+        )
+    assert "expected a file ending in .png, .jpg, .jpeg, .webp" in capsys.readouterr().err
+
+
+def test_reconstruct_and_encode_cut_images_as_the_model_was_trained(done, tmp_path, capsys):
+    _, uri, _ = done
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):  # wide photos: how they are cut square matters
+        Image.fromarray(rng.integers(0, 255, (40, 90, 3), dtype=np.uint8)).save(
+            folder / f"{i}.jpg"
+        )
+    flags = ["--tracking-uri", uri, "--images", str(folder)]
+    model = load_model("shapes32-vae-smoke", tracking_uri=uri)
+    assert (
+        cli.main(["encode", "shapes32-vae-smoke", *flags, "--out", f"{tmp_path}/z.parquet"]) == 0
+    )
+    assert f"wrote encode of 3 images ({model.crop} crop)" in capsys.readouterr().err
+    table = pq.read_table(tmp_path / "z.parquet")
+    assert table.column_names == ["file", *(f"z_{j}" for j in range(model.latent_dim))]
+    assert table.num_rows == 3
+    out = tmp_path / "r.png"
+    assert (
+        cli.main(
+            ["reconstruct", "shapes32-vae-smoke", *flags, "--crop", "none", "--out", str(out)]
+        )
+        == 0
+    )
+    assert "wrote reconstruct of 3 images (none crop)" in capsys.readouterr().err
+    assert Image.open(out).format == "PNG"
+
+
+SCREENSHOTS = os.environ.get("VAE_SWEEP_SCREENSHOTS")  # a folder to keep them in, to look at
+
+
+def test_the_mlflow_ui_shows_the_sweep_a_newcomer_can_read(done, tmp_path):
+    """`mlflow server` on the finished sweep's store, in a real browser (Debian's chromium,
+    driven by playwright): the trials under their sweep by name, a trial's description and
+    image charts, the model version's source trial."""
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"no {CHROMIUM}: apt-get install chromium (.ci/run does)")
+    from playwright.sync_api import sync_playwright
+
+    job, uri, _ = done
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("vae-sweep/shapes").experiment_id
+    children = trial_runs(uri)
+    best = next(c for c in children if c.data.tags.get("vae_sweep.best") == "true")
+    shots = Path(SCREENSHOTS) if SCREENSHOTS else tmp_path
+    shots.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    server = start_mlflow_server(job, port)
+    base = f"http://127.0.0.1:{port}/#"
+    try:
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+            page = browser.new_page(viewport={"width": 1600, "height": 1000})
+
+            def visit(path: str, shot: str, *texts: str) -> str:
+                page.goto(f"{base}{path}")
+                for text in texts:
+                    page.get_by_text(text, exact=False).first.wait_for(timeout=60_000)
+                page.wait_for_timeout(1500)  # charts and images settle
+                page.screenshot(path=str(shots / f"{shot}.png"))
+                return page.inner_text("body")
+
+            # The summary's link opens the runs (MLflow 3 starts in its GenAI view), sweeps
+            # first; a sweep's + shows its trials, by name, all FINISHED (pruned ones too)
+            visit(f"/experiments/{experiment}/runs?workflowType=machine_learning",
+                  "experiment", "first")  # fmt: skip
+            row = page.get_by_role("row").filter(has=page.get_by_text("first", exact=True))
+            row.first.get_by_role("button").first.click()
+            for child in children:
+                page.get_by_text(child.info.run_name[:12]).first.wait_for(timeout=30_000)
+            page.wait_for_timeout(1000)
+            page.screenshot(path=str(shots / "experiment_expanded.png"))
+
+            parent = next(r for r in runs(uri)[1] if r.info.run_name == "first")
+            body = visit(f"/experiments/{experiment}/runs/{parent.info.run_id}", "parent",
+                         "Sweep first:")  # fmt: skip
+            assert "best_val_bpd" in body
+
+            body = visit(f"/experiments/{experiment}/runs/{best.info.run_id}", "trial",
+                         "Best trial of sweep first")  # fmt: skip
+            assert best.info.run_name in body
+            # Its latest grids at fixed paths (the same for every trial: Compare shows them)
+            visit(f"/experiments/{experiment}/runs/{best.info.run_id}/artifacts/grids/"
+                  "reconstructions.png", "trial_grids", "reconstructions.png")  # fmt: skip
+            page.wait_for_function(  # the grid drawn (8 tiles of 32 px: wider than 100)
+                "() => [...document.images].some(i => i.complete && i.naturalWidth > 100)"
+            )
+
+            body = visit("/models/shapes32-vae-smoke/versions/1", "model_version",
+                         f"Trial {best.info.run_name}")  # fmt: skip
+            assert best.info.run_name in body  # the source run, by its name
+            browser.close()
+    finally:
+        stop(server)
+
+
+def test_optuna_dashboard_serves_the_sweep_s_study(done, tmp_path):
+    """README's command: `optuna-dashboard sqlite:///ray_results/<sweep>/optuna.db`."""
+    job, _, _ = done
+    port = free_port()
+    study = f"sqlite:///{job / 'ray' / 'first' / 'optuna.db'}"
+    exe = Path(sys.executable).with_name("optuna-dashboard")
+    log = open(tmp_path / "dashboard.log", "w")
+    server = subprocess.Popen(
+        [str(exe), study, "--host", "127.0.0.1", "--port", str(port)], stdout=log, stderr=log
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies") as answer:
+                    studies = json.loads(answer.read())["study_summaries"]
+                break
+            except OSError:
+                assert server.poll() is None and time.monotonic() < deadline, (
+                    tmp_path / "dashboard.log"
+                ).read_text()[-2000:]
+                time.sleep(0.5)
+        assert [s["study_name"] for s in studies] == ["first"]
+        assert studies[0]["directions"] == ["minimize"]
+    finally:
+        stop(server)

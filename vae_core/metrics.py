@@ -34,6 +34,7 @@ import math
 from collections.abc import Iterator
 
 import torch
+from tqdm.auto import tqdm
 
 from vae_core.likelihoods import standard_normal_log_prob
 from vae_core.model import VAE
@@ -136,12 +137,18 @@ def active_units(
 
 @torch.no_grad()
 def iwae_nll(
-    model: VAE, images: torch.Tensor, k: int, seed: int = 0, decodes_per_batch: int = 2048
+    model: VAE,
+    images: torch.Tensor,
+    k: int,
+    seed: int = 0,
+    decodes_per_batch: int = 2048,
+    progress: bool = False,
 ) -> float:
     """Importance-weighted NLL estimate with k samples, nats per image on the 8-bit scale.
 
     -log p(x) ~= -(logsumexp_i [log p(x|z_i) + log p(z_i) - log q(z_i|x)] - log k)
     The k samples of a batch are decoded together, about `decodes_per_batch` at a time.
+    progress: a tqdm bar over the images on stderr (k decodes each: the slow part of the end).
     """
     was_training = model.training
     model.eval()
@@ -149,6 +156,9 @@ def iwae_nll(
     generator = torch.Generator(device).manual_seed(seed)
     dims = math.prod(images.shape[1:])
     total = 0.0
+    bar = tqdm(
+        total=len(images), unit="img", desc=f"test IWAE bound (k={k})", disable=not progress
+    )
     for batch in index_batches(len(images), max(1, decodes_per_batch // k)):
         x = model.coding.encode(images[batch].to(device), generator)  # (B, C, H, W)
         posterior = model.encode(x)
@@ -158,14 +168,19 @@ def iwae_nll(
         log_w = log_px_z + standard_normal_log_prob(z) - posterior.log_prob(z)
         log_px = torch.logsumexp(log_w, dim=0) - math.log(k)  # (B,)
         total += (-log_px).sum().item()
+        bar.update(batch.stop - batch.start)
+    bar.close()
     model.train(was_training)
     return total / len(images) + dims * model.coding.log_det_per_dim
 
 
-def final_metrics(model: VAE, images: torch.Tensor, k: int, seed: int = 0) -> dict[str, float]:
-    """The final evaluation of a trained model: test_bpd and test_iwae_nll with its k."""
+def final_metrics(
+    model: VAE, images: torch.Tensor, k: int, seed: int = 0, progress: bool = False
+) -> dict[str, float]:
+    """The final evaluation of a trained model: test_bpd and test_iwae_nll with its k
+    (`progress`: a bar over the IWAE bound)."""
     metrics = evaluate(model, images, seed=seed, prefix="test_")
-    metrics["test_iwae_nll"] = iwae_nll(model, images, k, seed=seed)
+    metrics["test_iwae_nll"] = iwae_nll(model, images, k, seed=seed, progress=progress)
     metrics["test_iwae_bpd"] = to_bpd(metrics["test_iwae_nll"], math.prod(images.shape[1:]))
     metrics["iwae_k"] = k
     metrics["test_active_units"] = metrics.pop("active_units")

@@ -35,6 +35,7 @@ class VAE(nn.Module):
         m = config.model
         self.latent_dim = m.latent_dim
         self.image_shape = (config.channels, config.image_size, config.image_size)
+        self.crop = config.data.crop  # how its images were cut square (new images the same)
         self.coding = PixelCoding(m.likelihood, config.data.pixel_range, config.data.binarize)
         self.squash = m.mean_activation == "squash"
         self.encoder, self.decoder = build_networks(

@@ -30,11 +30,27 @@ def _atomic_path(path: Path) -> Path:
     return path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
 
 
+FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
+
+
+def image_format(path: str | os.PathLike) -> str:
+    """The format a grid is written in, from the file's suffix; ValueError naming the ones
+    taken. (A .jpg holds JPEG bytes: a viewer trusts the suffix.)"""
+    suffix = Path(path).suffix.lower()
+    if suffix not in FORMATS:
+        raise ValueError(
+            f"{path}: expected a file ending in {', '.join(FORMATS)} (the picture's format)"
+        )
+    return FORMATS[suffix]
+
+
 def save_grid(images: torch.Tensor, path: str | os.PathLike, nrow: int) -> Path:
-    """Save [0, 1] images (N, C, H, W) as one PNG grid with `nrow` images per row."""
+    """Save [0, 1] images (N, C, H, W) as one grid with `nrow` images per row, as PNG, JPEG
+    or WebP by the path's suffix."""
     from PIL import Image
 
     path = Path(path)
+    kind = image_format(path)
     images = images.detach().float().cpu().clamp(0, 1)
     factor = math.ceil(MIN_TILE / images.shape[-1])
     if factor > 1:
@@ -42,7 +58,7 @@ def save_grid(images: torch.Tensor, path: str | os.PathLike, nrow: int) -> Path:
     grid = make_grid(images, nrow=nrow, padding=GRID_PADDING, pad_value=1.0)  # (3, H', W')
     array = grid.mul(255).round().to(torch.uint8).permute(1, 2, 0).numpy()
     tmp = _atomic_path(path)
-    Image.fromarray(array).save(tmp, format="PNG")
+    Image.fromarray(array).save(tmp, format=kind, **({"quality": 95} if kind != "PNG" else {}))
     os.replace(tmp, path)
     return path
 

@@ -161,17 +161,19 @@ def run(args: argparse.Namespace) -> Path:
         resume_from=resume,
         progress=not getattr(args, "no_progress", False),
     )
-    _finish(state, data, out)
+    _finish(state, data, out, progress=not getattr(args, "no_progress", False))
     return out
 
 
-def _finish(state: TrainState, data, out: Path) -> None:
+def _finish(state: TrainState, data, out: Path, progress: bool = True) -> None:
     from vae_core import viz
     from vae_core.metrics import final_metrics
 
     start = time.perf_counter()
     images = viz.write_all(state.model, data, out / "images", seed=state.config.train.seed)
-    test = final_metrics(state.model, data.test.images, k=state.config.train.iwae_samples)
+    test = final_metrics(
+        state.model, data.test.images, k=state.config.train.iwae_samples, progress=progress
+    )
     test["eval_seconds"] = time.perf_counter() - start
     _write_json(out / "test_metrics.json", test)
     last = state.history[-1]
