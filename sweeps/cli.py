@@ -154,8 +154,9 @@ def run(args: argparse.Namespace) -> str:
     from mlflow.tracking import MlflowClient
 
     from sweeps import browse
-    from sweeps.tracking import absolute_tracking_uri, default_tracking_uri
+    from sweeps.tracking import absolute_tracking_uri, default_tracking_uri, quiet_downloads
 
+    quiet_downloads()
     uri = absolute_tracking_uri(args.tracking_uri or default_tracking_uri())
     _check_out(args)  # before any download or compute
     browse.check_store(uri)  # reading never creates a store

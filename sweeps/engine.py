@@ -65,6 +65,7 @@ def run_sweep(spec: SweepSpec) -> Outcome | None:
     if spec.dry_run:
         print(plan.plan(spec))
         return None
+    tracking.quiet_downloads()
     runs = SweepRuns(spec.tracking_uri, spec.experiment, spec.name)
     if (kept := runs.look_up(spec.resume)) is not None:  # the name, before anything else
         spec = spec.resumed(kept)

@@ -42,6 +42,11 @@ MAX_PARAM_LENGTH = 6000  # MLflow's limit on a param value
 PATIENCE_S = 600  # how long a call waits for the tracking server to come back
 
 
+def quiet_downloads() -> None:
+    """No "Downloading artifacts" bar on every registry read (a user's own setting wins)."""
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+
 def default_tracking_uri() -> str:
     """$MLFLOW_TRACKING_URI, else an SQLite store in the working directory, absolute (Tune
     moves each trial's working directory; a relative sqlite:///mlflow.db would follow it)."""
