@@ -15,22 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mlflow.entities import ViewType
 from mlflow.tracking import MlflowClient
 from rich.console import Console
 from rich.table import Table
 
 from sweeps.registry import CHALLENGER, CHAMPION, resolve
-from sweeps.tracking import (
-    NOTE,
-    OUTCOME,
-    OUTCOMES,
-    PARENT,
-    ROLE,
-    SWEEP_NAME,
-)
+from sweeps.tracking import NOTE, OUTCOME, OUTCOMES, PARENT, ROLE, SWEEP_NAME, search_all
 
-PAGE = 1000  # runs per search call
 PROMOTED = "vae_sweep.promoted"  # on a version moved to champion by hand: why, who, when
 
 
@@ -47,17 +38,6 @@ def check_store(uri: str) -> None:
                 f"no MLflow store at {path} (searched {uri}): run a sweep here first, or pass "
                 "--tracking-uri (or set MLFLOW_TRACKING_URI) to the store a sweep wrote"
             )
-
-
-def _search(client: MlflowClient, experiment_ids: list[str], query: str, order=None) -> list:
-    runs, token = [], None
-    while True:
-        page = client.search_runs(
-            experiment_ids, query, ViewType.ACTIVE_ONLY, PAGE, order, page_token=token
-        )
-        runs += page
-        if not (token := page.token):
-            return runs
 
 
 def _experiments(client: MlflowClient, name: str | None) -> dict[str, str]:
@@ -92,7 +72,9 @@ def sweeps(client: MlflowClient, experiment: str | None = None) -> list[Sweep]:
     names = _experiments(client, experiment)
     if not names:
         return []
-    runs = _search(client, list(names), f"tags.`{ROLE}` = 'sweep'", ["attributes.start_time DESC"])
+    runs = search_all(
+        client, list(names), f"tags.`{ROLE}` = 'sweep'", ["attributes.start_time DESC"]
+    )
     return [Sweep(names[r.info.experiment_id], r) for r in runs]
 
 
@@ -118,7 +100,7 @@ def _trials(sweep: Sweep, client: MlflowClient) -> str:
     if OUTCOMES in sweep.run.data.tags:
         counts = json.loads(sweep.run.data.tags[OUTCOMES])
     else:
-        runs = _search(client, [sweep.run.info.experiment_id], _children(sweep))
+        runs = search_all(client, [sweep.run.info.experiment_id], _children(sweep))
         counts = {}
         for r in runs:
             what = r.data.tags.get(OUTCOME, r.info.status.lower())
@@ -163,14 +145,14 @@ def show_tables(client: MlflowClient, name: str, experiment: str | None, top: in
     params = sweep.run.data.params
     metric = params.get("metric", "val_bpd")
     maximise = metric == "val_mig"
-    runs = _search(client, [sweep.run.info.experiment_id], _children(sweep))
+    runs = search_all(client, [sweep.run.info.experiment_id], _children(sweep))
 
-    def best(run) -> float | None:
-        history = client.get_metric_history(run.info.run_id, metric)
-        values = [m.value for m in history]
-        return (max if maximise else min)(values) if values else None
+    def best(run) -> tuple[float | None, int]:
+        """Its best `metric` and the epochs it reported (one history call per trial)."""
+        values = [m.value for m in client.get_metric_history(run.info.run_id, metric)]
+        return ((max if maximise else min)(values) if values else None), len(values)
 
-    scored = [(best(r), r) for r in runs]
+    scored = [(*best(r), r) for r in runs]
     scored.sort(key=lambda s: (s[0] is None, -(s[0] or 0) if maximise else (s[0] or 0)))
     table = Table(
         title=f"{len(runs)} trials of {name}, by their best {metric} on validation"
@@ -184,12 +166,12 @@ def show_tables(client: MlflowClient, name: str, experiment: str | None, top: in
     last = [k for k in SHOWN if any(k in r.data.metrics for r in runs) and k != metric]
     for key in last:
         table.add_column(f"{key} (last)", justify="right")
-    for value, run in scored[:top]:
+    for value, epochs, run in scored[:top]:
         mark = " *" if run.data.tags.get("vae_sweep.best") == "true" else ""
         table.add_row(
             run.info.run_name + mark,
             run.data.tags.get(OUTCOME, run.info.status.lower()),
-            str(len(client.get_metric_history(run.info.run_id, "val_bpd"))),
+            str(epochs),
             "" if value is None else f"{value:.4f}",
             *(f"{run.data.metrics[k]:.4f}" if k in run.data.metrics else "" for k in last),
         )

@@ -326,17 +326,10 @@ class SweepRuns:
 
     def outcomes(self) -> dict[str, int]:
         """How many of the sweep's trial runs ended how (completed, pruned, failed, ...)."""
-        counts, token = Counter(), None
-        while True:  # a page at a time: a sweep may have more trials than a page holds
-            page = self.client.search_runs(
-                [self.experiment_id],
-                f"tags.`{PARENT}` = '{self.parent}'",
-                max_results=1000,
-                page_token=token,
-            )
-            counts.update(r.data.tags.get(OUTCOME, "unknown") for r in page)
-            if not (token := page.token):
-                return dict(counts.most_common())
+        runs = tracking.search_all(
+            self.client, [self.experiment_id], f"tags.`{PARENT}` = '{self.parent}'"
+        )
+        return dict(Counter(r.data.tags.get(OUTCOME, "unknown") for r in runs).most_common())
 
     def settle(self, trials: list, stops: Stops, seconds: float, expected: int | None) -> dict:
         """After Tune returned with `trials` (its saved state) `seconds` into the sweep: if the

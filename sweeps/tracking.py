@@ -125,6 +125,17 @@ def stepped_images(pngs: list[Path], step: int, into: Path) -> None:
             compress_image_size(image).save(into / f"{stem}+compressed.webp")
 
 
+def search_all(client: MlflowClient, experiment_ids: list[str], query: str, order=None) -> list:
+    """Every run `query` finds, a page of 1,000 at a time (search_runs stops at one page)."""
+    runs, token = [], None
+    while True:
+        page = client.search_runs(experiment_ids, query, max_results=1000, order_by=order,
+                                  page_token=token)  # fmt: skip
+        runs += page
+        if not (token := page.token):
+            return runs
+
+
 def log_params(client: MlflowClient, run_id: str, values: dict[str, Any]) -> None:
     params = [Param(k, str(v)[:MAX_PARAM_LENGTH]) for k, v in sorted(values.items())]
     for start in range(0, len(params), 100):  # MLflow takes at most 100 params per batch
