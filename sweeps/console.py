@@ -3,7 +3,7 @@ minute where the sweep stands, instead of Tune's result boxes, its TensorBoard h
 trials' checkpoint chatter.
 
     02 z16 beta0.4 sigma0.12 learned   epoch  4/40  val_bpd 5.3121  val_kl 31.2  11.0 s
-    02 z16 beta0.4 sigma0.12 learned   pruned after epoch 4 of 40
+    02 z16 beta0.4 sigma0.12 learned   Pruned (not a crash): stopped early by ASHA after ...
     vae-sweep: 4 of 6 trials ended, 2 running; best val_bpd 5.0611 (05 z32 ...)  12:41 in
 """
 
@@ -15,6 +15,9 @@ import time
 
 from ray import tune
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
+
+from sweeps.lifecycle import Stops, epochs_spent
+from sweeps.tracking import NOTE
 
 # Tune adds these loggers itself, and TensorBoard's too (or a warning that it is missing),
 # unless told not to: sweeps.tuner sets TUNE_DISABLE_AUTO_CALLBACK_LOGGERS and passes the two
@@ -31,8 +34,9 @@ def quiet_trial_logs() -> None:
 class EpochLines(tune.Callback):
     """Tune callback printing the compact lines above."""
 
-    def __init__(self, metric: str, mode: str, max_epochs: int, every: float = 60.0) -> None:
-        self.metric, self.mode, self.max_epochs, self.every = metric, mode, max_epochs, every
+    def __init__(self, stops: Stops, every: float = 60.0) -> None:
+        self.stops, self.every = stops, every
+        self.metric, self.mode, self.max_epochs = stops.metric, stops.mode, stops.max_epochs
         self.started = self.last_status = time.monotonic()
         self.width = 0
 
@@ -54,13 +58,10 @@ class EpochLines(tune.Callback):
         print(f"{self._name(trial)}   {'  '.join(parts)}", flush=True)
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info):
-        epoch = int((trial.last_result or {}).get("epoch", 0))
-        how = (
-            f"completed all {self.max_epochs} epochs"
-            if epoch >= self.max_epochs
-            else f"stopped after epoch {epoch} of {self.max_epochs} (pruned or budget)"
-        )
-        print(f"{self._name(trial)}   {how}", flush=True)
+        # what its run's description says (lifecycle.Stops: pruned, a budget, completed)
+        seconds = time.monotonic() - self.started
+        _, tags = self.stops.outcome(trial, epochs_spent(trials), seconds)
+        print(f"{self._name(trial)}   {tags[NOTE]}", flush=True)
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info):
         epoch = int((trial.last_result or {}).get("epoch", 0))

@@ -187,7 +187,7 @@ def build_tuner(
             stop=budget,
             callbacks=[
                 EndTrialRuns(spec.tracking_uri, stops(spec)),
-                EpochLines(spec.metric, spec.mode, spec.max_epochs),
+                EpochLines(stops(spec)),
                 *(logger() for logger in LOGGERS),
                 *([budget] if budget else []),
             ],
