@@ -331,7 +331,8 @@ def test_a_diverging_trial_fails_alone_and_is_not_retried(tmp_path):
 
 def test_a_disk_that_fills_up_fails_the_trial_naming_the_path(tmp_path):
     job = job_dir(tmp_path)
-    with small_disk(tmp_path / "disk", "40m") as disk:
+    # Room for what the preflight asks (two conv_bn checkpoints), then filled up mid-sweep.
+    with small_disk(tmp_path / "disk", "100m") as disk:
         sweep = subprocess.Popen(
             [sys.executable, "shapes.py", "--smoke-test", "--num-samples", "1", "--name", "full"]
             + ["--max-epochs", "3", "--grace-period", "3", "--storage-path", str(disk / "ray")]
