@@ -23,8 +23,8 @@ BASE_CONFIG = {
     "dataset": "shapes",
     # Batch norm (the CelebA 128 px seed's conv_bn) breaks the plateau where a decoder draws
     # every shape as a round blob of the right colour and place: by epoch 5, where the plain
-    # conv still draws blobs at epoch 15. It costs twice the conv's time per epoch, so 16
-    # epochs here take what 40 took there. 32 px: four times the epochs of 64 px.
+    # conv still draws blobs at epoch 10. It costs about twice the conv's time per epoch, so
+    # 16 epochs here cost what about 32 did there. 32 px: four times the epochs of 64 px.
     "arch": "conv_bn",
     "image_size": 32,
     "batch_size": 64,
