@@ -82,7 +82,28 @@ def trial_index(params: dict[str, Any], trial_id: str) -> int:
     return int(counter)
 
 
+def threads(context: SweepContext) -> int:
+    """Torch threads for this CPU trial: its own CPUs, plus its share of those Ray holds for no
+    one when its node is the whole cluster (a laptop sweep). A trial left alone at the end of a
+    sweep then trains on the cores the finished trials left idle instead of on one. Asked
+    again after every epoch: a trial Tune starts meanwhile takes its CPU back at the next."""
+    own = max(1, math.floor(context.cpus_per_trial))
+    if context.gpus_per_trial > 0 or len([n for n in ray.nodes() if n["Alive"]]) != 1:
+        return own  # a GPU trial's speed is the GPU's; other nodes' idle CPUs are not here
+    return own + idle_share(ray.cluster_resources(), ray.available_resources(), own)
+
+
+def idle_share(total: dict[str, float], available: dict[str, float], own: int) -> int:
+    """Whole idle CPUs for one trial holding `own`, split in proportion among the CPUs in use
+    (the sweep's trials: each holds the same)."""
+    idle = available.get("CPU", 0.0)
+    used = total.get("CPU", 0.0) - idle
+    return math.floor(idle * own / used) if used >= own else 0
+
+
 def train_trial(params: dict[str, Any], context: SweepContext) -> None:
+    # Its own CPUs for the first epoch: while a sweep starts, the CPUs idle now are the next
+    # trials' (threads() is asked after each epoch).
     torch.set_num_threads(max(1, math.floor(context.cpus_per_trial)))
     console.quiet_trial_logs()
     # A log call fails fast when the server is away (the Outbox keeps it) instead of blocking
@@ -152,7 +173,9 @@ def train_trial(params: dict[str, Any], context: SweepContext) -> None:
             report = {"epoch": state.epoch, **metrics, **run.outbox.counters(), **timings}
             report["mlflow_run_id"] = run.run_id
             report["trial_name"] = tune_ctx.get_trial_name()  # its run's name (plots, tables)
+            report["threads"] = torch.get_num_threads()  # what trained this epoch
             tune.report(report, checkpoint=tune.Checkpoint.from_directory(folder))
+        torch.set_num_threads(threads(context))  # for the next epoch
 
     try:
         fit(config, data, on_epoch_end=on_epoch_end, resume_from=resume)

@@ -15,6 +15,8 @@ BAD = [
     ({"dataset": "cifar10"}, "data.dataset: got 'cifar10'; expected one of ['mnist'"),
     ({"arch": "conv_bn", "image_size": 28}, "data.image_size: got 28; the conv_bn architecture"),
     ({"arch": "conv", "image_size": 100}, "data.image_size: got 100; the conv architecture"),
+    ({"arch": "conv", "refine": 16}, "model.refine: got 16; only the conv_bn decoder has"),
+    ({"arch": "conv_bn", "image_size": 32, "refine": -1}, "model.refine: got -1; expected an"),
     ({"likelihood": "bernoulli", "pixel_range": "signed"}, "data.pixel_range: got 'signed'"),
     ({"activation": "swish"}, "model.activation: got 'swish'"),
     ({"lr": 0}, "train.lr: got 0; expected a number > 0"),

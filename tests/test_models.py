@@ -41,6 +41,19 @@ def test_conv_bn_has_five_batch_norm_blocks_at_128_px():
     assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.encoder.modules()) == 5
 
 
+@pytest.mark.parametrize("size", [32, 64])
+def test_conv_bn_refine_ends_the_decoder_with_a_full_resolution_3x3_convolution(size):
+    seed = build_model(tiny_config(arch="conv_bn", image_size=size, latent_dim=5))
+    refined = build_model(tiny_config(arch="conv_bn", image_size=size, latent_dim=5, refine=8))
+    *_, upsample, norm, _, out = refined.decoder.net
+    assert (upsample.out_channels, upsample.stride, norm.num_features) == (8, (2, 2), 8)
+    assert (type(out), out.in_channels, out.out_channels) == (torch.nn.Conv2d, 8, 1)
+    assert (out.kernel_size, out.stride, out.padding) == ((3, 3), (1, 1), (1, 1))
+    assert isinstance(seed.decoder.net[-1], torch.nn.ConvTranspose2d)  # the seed's output layer
+    assert refined.decode(torch.randn(2, 5)).mean.shape == (2, 1, size, size)
+    assert refined.encoder.state_dict().keys() == seed.encoder.state_dict().keys()
+
+
 def test_conv_follows_the_celeba_notebook_at_64_px():
     model = build_model(tiny_config(arch="conv", image_size=64))
     convs = [m for m in model.encoder.modules() if isinstance(m, torch.nn.Conv2d)]

@@ -7,7 +7,10 @@
   in beta-VAE", 2018). Takes 28, 32 and 64 px (any size s * 2^k with 4 <= s <= 7).
 - `conv_bn`: 5x5 stride-2 convolutions with batch norm and ReLU, after the TensorFlow CelebA
   128 px model (Royer, "variational auto-encoders", 2017): five blocks for 128 px, four for
-  64 px (any size 4 * 2^k with k <= number of channel stages).
+  64 px (any size 4 * 2^k with k <= number of channel stages). With `refine` > 0 its last
+  upsampling is a batch-norm block of that many channels and a stride-1 3x3 convolution draws
+  the pixels at full resolution (ours, not the seed's: the seed's single stride-2 3x3 output
+  layer rounds the corners of small shapes; see sweeps/shapes.py).
 - `keras_conv`: 3x3 stride-2 convolutions with TensorFlow's 'same' padding, 32-64 channels, a
   16-wide dense layer and separate z_mean / z_log_var heads, mirrored by transposed
   convolutions and a stride-1 output layer: the Keras convolutional VAE with a 2-D latent space
@@ -202,9 +205,21 @@ class ConvBNEncoder(nn.Module):
         return self.net(x)  # (B, 2 * latent_dim)
 
 
+def _bn_upsample(w_in: int, w_out: int) -> list[nn.Module]:
+    """5x5 stride-2 transposed convolution ('SAME': doubles H and W), batch norm, ReLU."""
+    conv = nn.ConvTranspose2d(w_in, w_out, 5, stride=2, padding=2, output_padding=1, bias=False)
+    return _bn_block(conv, w_out)
+
+
 class ConvBNDecoder(nn.Module):
     def __init__(
-        self, channels: int, size: int, latent_dim: int, widths: tuple[int, ...], activation: str
+        self,
+        channels: int,
+        size: int,
+        latent_dim: int,
+        widths: tuple[int, ...],
+        activation: str,
+        refine: int = 0,
     ) -> None:
         super().__init__()
         stages, _ = _stages(_conv_bn_stages, size, widths)
@@ -212,13 +227,14 @@ class ConvBNDecoder(nn.Module):
         layers: list[nn.Module] = [nn.Unflatten(1, (latent_dim, 1, 1))]
         layers += _bn_block(nn.ConvTranspose2d(latent_dim, up[0], 4, bias=False), up[0])  # 4x4
         for w_in, w_out in zip(up[:-1], up[1:], strict=True):
-            conv = nn.ConvTranspose2d(
-                w_in, w_out, 5, stride=2, padding=2, output_padding=1, bias=False
-            )  # doubles H and W
-            layers += _bn_block(conv, w_out)
-        layers.append(
-            nn.ConvTranspose2d(up[-1], channels, 3, stride=2, padding=1, output_padding=1)
-        )
+            layers += _bn_upsample(w_in, w_out)
+        if refine:  # (B, refine, H, W), then each pixel from its 3x3 neighbourhood
+            layers += _bn_upsample(up[-1], refine)
+            layers.append(nn.Conv2d(refine, channels, 3, padding=1))
+        else:  # the seed's output layer
+            layers.append(
+                nn.ConvTranspose2d(up[-1], channels, 3, stride=2, padding=1, output_padding=1)
+            )
         self.net = nn.Sequential(*layers)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
@@ -326,14 +342,16 @@ def build_networks(
     hidden_dims: tuple[int, ...],
     widths: tuple[int, ...] | None,
     init: str = "default",
+    refine: int = 0,
 ) -> tuple[nn.Module, nn.Module]:
     """The (encoder, decoder) pair of `arch` for square images of `size` px, initialised
-    by `init` (one of INITS)."""
+    by `init` (one of INITS); `refine` channels end a conv_bn decoder (0: the seed's)."""
     encoder_cls, decoder_cls = ARCHITECTURES[arch]
     shape = hidden_dims if arch == "mlp" else (widths or DEFAULT_WIDTHS[arch])
+    extra = {"refine": refine} if refine else {}  # the config allows it on conv_bn only
     pair = (
         encoder_cls(channels, size, latent_dim, shape, activation),
-        decoder_cls(channels, size, latent_dim, shape, activation),
+        decoder_cls(channels, size, latent_dim, shape, activation, **extra),
     )
     for network in pair:
         init_weights(network, init)

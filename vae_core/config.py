@@ -70,6 +70,11 @@ class ModelConfig:
         "conv / conv_bn / keras_conv widths per stride-2 stage; default 32 32 64 64 (conv), "
         "32 64 128 256 512 (conv_bn), 32 64 (keras_conv)",
     )
+    refine: int = _field(
+        0,
+        "conv_bn only: channels of a full-resolution 3x3 convolution that ends the decoder "
+        "(0: none, the TF seed's layout; 16 draws the corners of the shapes quick start)",
+    )
     init: str = _field(
         "default",
         "weight initialisation: default (PyTorch's per-layer defaults) | xavier "
@@ -264,6 +269,7 @@ RULES: dict[str, Rule] = {
     "model.activation": _one_of(ACTIVATIONS),
     "model.hidden_dims": (_widths, "expected a non-empty list of integers >= 1"),
     "model.widths": (_widths, "expected a non-empty list of integers >= 1, or null"),
+    "model.refine": _int_at_least(0),
     "model.init": _one_of(INITS),
     "data.dataset": _one_of(DATASETS),
     "data.pixel_range": _one_of(PIXEL_RANGES),
@@ -312,6 +318,12 @@ def validate(config: Config) -> None:
             "data.pixel_range",
             config.data.pixel_range,
             "the bernoulli likelihood models pixels in [0, 1]: use 'unit'",
+        )
+    if config.model.refine and config.model.arch != "conv_bn":
+        _fail(
+            "model.refine",
+            config.model.refine,
+            f"only the conv_bn decoder has a refine layer (arch is {config.model.arch!r}): use 0",
         )
     problem = image_size_error(config.model.arch, config.image_size, config.model.widths)
     if problem is not None:

@@ -47,6 +47,7 @@ class VAE(nn.Module):
             m.hidden_dims,
             m.widths,
             m.init,
+            m.refine,
         )
         if m.likelihood != "bernoulli":
             # sigma_x is given on the [0, 1] scale; the model works in its own pixel range.

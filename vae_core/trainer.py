@@ -91,6 +91,7 @@ RESUME_INVARIANTS = (
     "model.activation",
     "model.hidden_dims",
     "model.widths",
+    "model.refine",
     "data.dataset",
     "data.image_size",
     "data.pixel_range",
