@@ -27,6 +27,7 @@ from vae_core.data.shapes import SHAPE_NAMES
 from vae_core.metrics import index_batches
 
 TARGET = 0.90
+FIGURE = REPO / "docs" / "images" / "quickstart_reconstructions.png"
 
 
 def classifier(channels: int, size: int) -> nn.Module:
@@ -99,7 +100,9 @@ def main() -> None:
     net = train_classifier(data.train.images, train_shapes, args.classifier_epochs)
     classifier_seconds = time.monotonic() - started
     originals, original_per_shape = accuracy(net, data.test.images, test_shapes)
-    recons, recon_per_shape = accuracy(net, reconstruct(model, data.test.images), test_shapes)
+    reconstructions = reconstruct(model, data.test.images)
+    recons, recon_per_shape = accuracy(net, reconstructions, test_shapes)
+    picture(data.test.images, reconstructions, test_shapes)
     figures = {
         "sweep_seconds": sweep_seconds,
         "classifier_seconds": classifier_seconds,
@@ -115,6 +118,18 @@ def main() -> None:
     }
     saved = save_json("quickstart", figures)
     write_section("quickstart", report(json.loads(saved.read_text())))
+
+
+def picture(images: torch.Tensor, reconstructions: torch.Tensor, shapes: torch.Tensor) -> None:
+    """The first 8 test images of each shape, each row followed by its reconstructions."""
+    from vae_core.viz import save_grid
+
+    rows = []
+    for s in range(len(SHAPE_NAMES)):
+        first = (shapes == s).nonzero().flatten()[:8]
+        rows += [images[first].float() / 255, reconstructions[first]]
+    FIGURE.parent.mkdir(exist_ok=True)
+    save_grid(torch.cat(rows), FIGURE, nrow=8)
 
 
 def report(f: dict) -> str:
@@ -136,6 +151,8 @@ posterior mean).
 | original test images (baseline: the classifier's ceiling) | {f["original_accuracy"]:.1%} |
 | the champion's reconstructions | **{f["reconstruction_accuracy"]:.1%}** ({shapes}) |
 | ratio | {f["ratio"]:.3f} |
+
+![test images (odd rows) and the champion's reconstructions (even rows)](images/{FIGURE.name})
 
 Target: at least {f["target"]:.0%} of the reconstructions recognised: **{verdict}**.
 The quick start took {f["sweep_seconds"] / 60:.1f} min. Its summary:

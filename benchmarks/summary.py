@@ -98,6 +98,13 @@ def quickstart(r: dict) -> list[Row]:
     ]  # fmt: skip
 
 
+def rate_distortion(r: dict) -> list[Row]:
+    return [
+        ("rate-distortion sweep vs val_bpd sweep: hypervolume of the front (MNIST)",
+         f"{r['ratio']:.2f}x", "reported", "-"),
+    ]  # fmt: skip
+
+
 ROWS: dict[str, Callable[[dict], list[Row]]] = {
     "quickstart": quickstart,
     "trainer_speed": trainer_speed,
@@ -107,6 +114,7 @@ ROWS: dict[str, Callable[[dict], list[Row]]] = {
     "seed_keras_conv": seed_keras_conv,
     "cluster_scaling": cluster_scaling,
     "gpu_packing": gpu_packing,
+    "rate_distortion": rate_distortion,
 }
 
 
