@@ -2,10 +2,12 @@
 data): its trials, what each asks for, the epochs it expects to train, and with
 `--epoch-seconds` (and `--price-per-hour`) README's estimate of its time and cost.
 
-    time ~ N x e x t_epoch / slots        cost ~ time x price per hour
+    time ~ max(N x e x t_epoch / slots, E x t_epoch)        cost ~ time x price per hour
 
-e is the mean epochs of a trial: --max-epochs without early stopping; with ASHA (reduction
-factor 3) a third of the trials goes on at each rung (grace period g, 3g, 9g, ... below E).
+e is the mean epochs of a trial: --max-epochs E without early stopping; with ASHA (reduction
+factor 3) a third of the trials goes on at each rung (grace period g, 3g, 9g, ... below E), and
+at least one: the first trial to reach a rung always goes on, so some trial trains all E
+epochs, and no sweep is shorter than that trial.
 """
 
 from __future__ import annotations
@@ -29,15 +31,19 @@ def rungs(max_epochs: int, grace_period: int) -> list[int]:
     return found
 
 
-def expected_epochs(max_epochs: int, grace_period: int, scheduler: str) -> float:
+def expected_epochs(
+    max_epochs: int, grace_period: int, scheduler: str, trials: int | None = None
+) -> float:
     """The mean epochs a trial trains: all of them under FIFO; under ASHA 1/3 of the trials
-    go on past each rung (promotions are asynchronous: a little more in practice)."""
+    go on past each rung, and of `trials` at least one (the first to reach a rung always goes
+    on: promotions are asynchronous, so a little more in practice)."""
     if scheduler != "asha":
         return float(max_epochs)
     total, reached, previous = 0.0, 1.0, 0
+    floor = 1 / trials if trials else 0.0  # one trial of them, as a share
     for milestone in rungs(max_epochs, min(grace_period, max_epochs)):
         total += reached * (milestone - previous)
-        reached, previous = reached / REDUCTION, milestone
+        reached, previous = max(reached / REDUCTION, floor), milestone
     return total + reached * (max_epochs - previous)
 
 
@@ -64,7 +70,7 @@ def local_slots(spec: SweepSpec) -> tuple[int, str]:
 
 def plan(spec: SweepSpec) -> str:
     trials = trial_count(spec)
-    e = expected_epochs(spec.max_epochs, spec.grace_period, spec.scheduler)
+    e = expected_epochs(spec.max_epochs, spec.grace_period, spec.scheduler, trials)
     if spec.search == "random":
         how = "drawn at random by Tune"
     elif trials <= TPE_STARTUP:
@@ -95,7 +101,8 @@ def plan(spec: SweepSpec) -> str:
     ]
     slots, why = local_slots(spec)
     if spec.epoch_seconds is not None:
-        hours = trials * e * spec.epoch_seconds / max(slots, 1) / 3600
+        busy = trials * e / max(slots, 1)  # epochs of one slot, every slot busy
+        hours = max(busy, spec.max_epochs) * spec.epoch_seconds / 3600  # or one whole trial
         estimate = f"  time         about {_duration(hours)} with {slots} trials at once ({why})"
         if spec.price_per_hour is not None:
             estimate += (

@@ -153,6 +153,19 @@ def test_dry_run_prints_the_plan_and_starts_nothing(tmp_path, capsys):
     assert not (tmp_path / "x.db").exists() and not list(tmp_path.iterdir())
 
 
+def test_a_small_sweep_takes_at_least_one_whole_trial(capsys):
+    """The quick start's shape: 4 trials, rungs at 2 and 6 of 16. A third of 4 trials past 6 is
+    less than one, but the first there always goes on (the measured run trained 26 epochs)."""
+    s = spec("--dry-run", "--epoch-seconds", "34", "--num-samples", "4", "--max-epochs", "16",
+             "--grace-period", "2", "--cpus-per-trial", "1", "--max-concurrent", "2")  # fmt: skip
+    run_sweep(s)
+    out = capsys.readouterr().out
+    e = (4 * 2 + 4 / 3 * 4 + 1 * 10) / 4  # 4 trials to 2, 4/3 to 6, 1 (not 4/9) to 16
+    assert expected_epochs(16, 2, "asha", trials=4) == pytest.approx(e)
+    assert f"about {4 * e:.0f} in all ({e:.1f} per trial" in out
+    assert "time         about 9 min with 2 trials at once" in out  # 16 x 34 s, not 23 x 34 / 2
+
+
 def test_download_is_a_sweep_flag_that_reaches_every_trial():
     assert spec("--download").base.data.download is True
     assert spec().base.data.download is False
