@@ -82,12 +82,17 @@ def trial_index(params: dict[str, Any], trial_id: str) -> int:
     return int(counter)
 
 
+def own_threads(context: SweepContext) -> int:
+    """One torch thread per whole CPU the trial asked for."""
+    return max(1, math.floor(context.cpus_per_trial))
+
+
 def threads(context: SweepContext) -> int:
     """Torch threads for this CPU trial: its own CPUs, plus its share of those Ray holds for no
     one when its node is the whole cluster (a laptop sweep). A trial left alone at the end of a
     sweep then trains on the cores the finished trials left idle instead of on one. Asked
     again after every epoch: a trial Tune starts meanwhile takes its CPU back at the next."""
-    own = max(1, math.floor(context.cpus_per_trial))
+    own = own_threads(context)
     if context.gpus_per_trial > 0 or len([n for n in ray.nodes() if n["Alive"]]) != 1:
         return own  # a GPU trial's speed is the GPU's; other nodes' idle CPUs are not here
     return own + idle_share(ray.cluster_resources(), ray.available_resources(), own)
@@ -104,7 +109,7 @@ def idle_share(total: dict[str, float], available: dict[str, float], own: int) -
 def train_trial(params: dict[str, Any], context: SweepContext) -> None:
     # Its own CPUs for the first epoch: while a sweep starts, the CPUs idle now are the next
     # trials' (threads() is asked after each epoch).
-    torch.set_num_threads(max(1, math.floor(context.cpus_per_trial)))
+    torch.set_num_threads(own_threads(context))
     console.quiet_trial_logs()
     # A log call fails fast when the server is away (the Outbox keeps it) instead of blocking
     # training through MLflow's own minutes of retries.
