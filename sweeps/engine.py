@@ -71,6 +71,7 @@ def run_sweep(spec: SweepSpec) -> Outcome | None:
         spec = spec.resumed(kept)
         tuners.check_restorable(spec)
     registry.check_name(spec.tracking_uri, spec.registry_name, comparable.key(spec.base))
+    warm_start = tuners.warm_start_trials(spec)  # before any compute: it may be missing
     print(f"vae-sweep: preparing {spec.dataset} (once per node)", file=sys.stderr)
     load_splits(spec.base)  # readable here, and decoded into the node cache before any trial
     if not spec.resume:
@@ -88,7 +89,8 @@ def run_sweep(spec: SweepSpec) -> Outcome | None:
     study_db = tuners.optuna_storage(spec)
     try:
         started = time.monotonic()
-        results = tuners.build_tuner(spec, resources, runs.experiment_id, parent).fit()
+        tuner = tuners.build_tuner(spec, resources, runs.experiment_id, parent, warm_start)
+        results = tuner.fit()
         trials = tune.ExperimentAnalysis(results.experiment_path).trials
         expected = None if spec.budgeted else spec.num_samples
         logs = runs.settle(trials, tuners.stops(spec), time.monotonic() - started, expected)
@@ -122,6 +124,7 @@ def _parent_params(spec: SweepSpec) -> dict[str, Any]:
         "seed": spec.seed,
         "objective": spec.objective,
         "metric": spec.metric,
+        **({"warm_start": spec.warm_start} if spec.warm_start else {}),
     }
 
 

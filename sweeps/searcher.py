@@ -18,12 +18,15 @@ from __future__ import annotations
 
 import sqlite3
 import tempfile
+import warnings
+from collections.abc import Sequence
 from contextlib import closing
+from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
 import pyarrow.fs as pafs
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 from ray.tune.result import TRAINING_ITERATION
 from ray.tune.search.optuna import OptunaSearch
 
@@ -32,10 +35,37 @@ TRIAL_INDEX = "trial_index"  # the Optuna trial's number, in each suggested conf
 
 
 class PruningAwareOptunaSearch(OptunaSearch):
-    def __init__(self, *args, max_iterations: int, study_copy: str | None = None, **kwargs):
-        super().__init__(*args, **kwargs)
+    def __init__(
+        self,
+        *args,
+        max_iterations: int,
+        study_copy: str | None = None,
+        warm_start: Sequence[FrozenTrial] = (),
+        **kwargs,
+    ):
         self._max_iterations = max_iterations  # epochs a trial runs unless stopped
         self._study_copy = study_copy  # URI of the study's copy beside the sweep's state
+        self._warm_start = list(warm_start)  # an earlier sweep's trials, told before any ask
+        self._warm = 0  # how many of them the study holds: its trial numbers start there
+        super().__init__(*args, **kwargs)
+
+    def _setup_study(self, mode) -> None:
+        """The study, and in a new one the earlier sweep's trials (--warm-start), as they
+        ended: TPE's start-up trials and its model count them."""
+        super()._setup_study(mode)
+        if self._warm_start and not self._ot_study.get_trials(deepcopy=False):
+            for trial in self._warm_start:
+                self._ot_study.add_trial(
+                    optuna.trial.create_trial(
+                        state=trial.state,
+                        values=trial.values,
+                        params=trial.params,
+                        distributions={k: self._space[k] for k in trial.params},
+                        intermediate_values=trial.intermediate_values,
+                    )
+                )
+            self._warm = len(self._warm_start)
+        self._warm_start = []  # told: not pickled with the searcher's state
 
     def _study_file(self) -> Path | None:
         url = getattr(self._storage, "url", "") or ""
@@ -63,11 +93,11 @@ class PruningAwareOptunaSearch(OptunaSearch):
                 _backup(saved, study)
 
     def suggest(self, trial_id: str) -> dict | None:
-        """The proposed params, and the Optuna trial's number (from 0, kept in the study): the
-        trial seeds its training with it."""
+        """The proposed params, and the Optuna trial's number (from 0, kept in the study; after
+        an earlier sweep's trials, from 0 again): the trial seeds its training with it."""
         config = super().suggest(trial_id)
         if isinstance(config, dict):
-            config[TRIAL_INDEX] = self._ot_trials[trial_id].number
+            config[TRIAL_INDEX] = self._ot_trials[trial_id].number - self._warm
         return config
 
     def on_trial_complete(
@@ -113,19 +143,49 @@ def _copy_sqlite(source: Path, target: Path) -> None:
     partial.replace(target)
 
 
+@dataclass(frozen=True)
+class TPE:
+    """How TPE proposes. `startup`: trials sampled at random before TPE models the results
+    (None: Optuna's 10); `multivariate`: one joint density over the parameters instead of one
+    per parameter; `constant_liar`: trials still running count as bad results, so that trials
+    proposed at the same time spread out instead of all taking the current best guess."""
+
+    startup: int | None = None
+    multivariate: bool = False
+    constant_liar: bool = False
+
+    def sampler(self, seed: int) -> optuna.samplers.TPESampler:
+        startup = {} if self.startup is None else {"n_startup_trials": self.startup}
+        with warnings.catch_warnings():  # multivariate, group and constant_liar: "experimental"
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.samplers.TPESampler(
+                seed=seed,
+                multivariate=self.multivariate,
+                group=self.multivariate,  # conditional spaces: a density per set of params
+                constant_liar=self.constant_liar,
+                **startup,
+            )
+
+
+DEFAULT_TPE = TPE()
+
+
 def make_searcher(
     study_name: str,
-    storage_url: str,
+    storage_url: str | None,
     seed: int,
     max_epochs: int,
     metrics: list[str] | None = None,
     modes: list[str] | None = None,
     study_copy: str | None = None,
+    tpe: TPE | None = None,
+    warm_start: Sequence[FrozenTrial] = (),
 ) -> PruningAwareOptunaSearch:
-    """TPE, seeded, on a persistent study named after the sweep (two sweeps never merge),
-    optimising `metrics` in `modes` (default: minimise val_bpd; two make it Optuna's
-    multi-objective TPE); with `study_copy` (its URI beside the sweep's state on remote
-    storage), the study travels with the state."""
+    """TPE (`tpe`, default DEFAULT_TPE), seeded, on a persistent study named after the sweep
+    (two sweeps never merge; None: in memory), optimising `metrics` in `modes` (default:
+    minimise val_bpd; two make it Optuna's multi-objective TPE); with `study_copy` (its URI
+    beside the sweep's state on remote storage), the study travels with the state;
+    `warm_start`: an earlier sweep's trials (earlier_trials), told to the new study first."""
     metrics = metrics or ["val_bpd"]
     modes = modes or ["min"] * len(metrics)
     several = len(metrics) > 1
@@ -133,11 +193,53 @@ def make_searcher(
         metric=metrics if several else metrics[0],
         mode=modes if several else modes[0],
         study_name=study_name,
-        storage=optuna.storages.RDBStorage(storage_url),
-        sampler=optuna.samplers.TPESampler(seed=seed),
+        storage=optuna.storages.RDBStorage(storage_url) if storage_url else None,
+        sampler=(tpe or DEFAULT_TPE).sampler(seed),
         max_iterations=max_epochs,
         study_copy=study_copy,
+        warm_start=warm_start,
     )
+
+
+def earlier_trials(
+    study_name: str, storage_url: str, space: dict, modes: list[str]
+) -> tuple[list[FrozenTrial], int]:
+    """The finished and early-stopped trials of an earlier sweep's study that lie in `space`
+    (a Tune space: a widened space holds them all), for --warm-start; and how many others it
+    had. Raises ValueError naming --warm-start when the study optimised something else or has
+    nothing to tell."""
+    study = optuna.load_study(study_name=study_name, storage=storage_url)
+    directions = ["minimize" if m == "min" else "maximize" for m in modes]
+    if [d.name.lower() for d in study.directions] != directions:
+        raise ValueError(
+            f"--warm-start {study_name}: that sweep's study was to "
+            f"{' and '.join(d.name.lower() for d in study.directions)}, this one is to "
+            f"{' and '.join(directions)} (another --objective); warm-start from a sweep of "
+            "the same objective"
+        )
+    distributions = OptunaSearch.convert_search_space(space)
+    told = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+    kept = [
+        trial
+        for trial in told
+        if set(trial.params) == set(distributions)
+        and all(_holds(distributions[k], v) for k, v in trial.params.items())
+    ]
+    if not kept:
+        raise ValueError(
+            f"--warm-start {study_name}: none of its {len(told)} finished or stopped trials "
+            f"lies in this sweep's space ({', '.join(sorted(distributions))}); warm-start from "
+            "a sweep of the same parameters, whose values this space's ranges and choices hold"
+        )
+    return kept, len(study.trials) - len(kept)
+
+
+def _holds(distribution: optuna.distributions.BaseDistribution, value) -> bool:
+    """Whether `value` lies in `distribution` (Optuna's own check, with its rounding)."""
+    try:
+        return distribution._contains(distribution.to_internal_repr(value))
+    except ValueError:  # a choice the distribution does not have
+        return False
 
 
 def fail_unfinished(study_name: str, storage_url: str) -> None:

@@ -57,6 +57,7 @@ DEFAULTS: dict[str, Any] = {
     "dry_run": False,
     "epoch_seconds": None,  # --dry-run's estimate: seconds of one epoch of one trial
     "price_per_hour": None,  # --dry-run's estimate: the cluster's price per hour
+    "warm_start": None,  # an earlier sweep whose trials TPE starts from
 }
 SMOKE = {"num_samples": 2, "max_epochs": 2, "image_every": 1}
 SMOKE_DATA = {"limit": 256, "iwae_samples": 4}  # 256 images, a cheap importance bound
@@ -76,6 +77,7 @@ KEPT_ON_RESUME = (
     "epoch_budget",
     "fresh_workers",
     "smoke_test",
+    "warm_start",
 )
 
 # flag -> lowest accepted value
@@ -122,6 +124,7 @@ class SweepSpec:
     dry_run: bool = False  # print the plan (sweeps.plan), start nothing
     epoch_seconds: float | None = None
     price_per_hour: float | None = None
+    warm_start: str | None = None  # an earlier sweep's name (in the same --storage-path)
     command: str = ""  # the command line, as typed
     given: frozenset[str] = frozenset()  # the flags the command line set
 
@@ -143,6 +146,16 @@ class SweepSpec:
         if self.time_budget is not None and self.time_budget <= 0:
             raise SpecError(f"--time-budget: got {self.time_budget}; expected seconds > 0")
         self._check_objective()
+        if self.warm_start is not None and self.search != "tpe":
+            raise SpecError(
+                f"--warm-start {self.warm_start}: tells an earlier sweep's trials to TPE, and "
+                "--search random has no model to tell them to; leave --search out (tpe)"
+            )
+        if self.warm_start is not None and self.warm_start == self.name:
+            raise SpecError(
+                f"--warm-start {self.warm_start}: the sweep's own name; to go on with that "
+                "sweep, pass --resume instead"
+            )
         spaces.check_space(dict(self.space), self.base)
         comparable.check_one_key(dict(self.space), self.base)
         spaces.check_search(dict(self.space), self.search)
@@ -389,6 +402,13 @@ FLAGS: list[tuple[str, dict[str, Any], str]] = [
         {"action": "store_true"},
         "continue the sweep --name from --storage-path after an interruption, with the flags "
         "it was started with",
+    ),
+    (
+        "--warm-start",
+        {"metavar": "SWEEP"},
+        "start TPE from the finished and early-stopped trials of the earlier sweep SWEEP (its "
+        "--name, in the same --storage-path), e.g. when widening its space: trials the new "
+        "space holds are told to TPE before it proposes, and none is trained again",
     ),
     (
         "--seed",

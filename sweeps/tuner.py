@@ -6,9 +6,13 @@ or the saved run restored for --resume.
 from __future__ import annotations
 
 import os
+import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import pyarrow.fs as pafs
+from optuna.trial import FrozenTrial
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
@@ -17,7 +21,7 @@ from ray.tune.stopper import Stopper
 from sweeps import preflight
 from sweeps.console import LOGGERS, EpochLines
 from sweeps.lifecycle import EndTrialRuns, Stops, trial_epoch
-from sweeps.searcher import STUDY_COPY, make_searcher
+from sweeps.searcher import STUDY_COPY, earlier_trials, make_searcher
 from sweeps.space import sampled_keys, trial_name
 from sweeps.spec import SweepSpec
 from sweeps.trainable import SweepContext, train_trial, trial_index
@@ -42,19 +46,52 @@ def check_restorable(spec: SweepSpec) -> None:
     preflight.check_own_state(spec.experiment_path)
 
 
+def _study_file(spec: SweepSpec, name: str) -> Path:
+    """Sweep `name`'s Optuna study: beside the trials when the storage is local, in the
+    user's cache when it is remote (the study lives on the driver, and a copy travels with the
+    sweep's state: sweeps.searcher)."""
+    if "://" not in spec.storage_path:
+        return Path(spec.on_storage(name)) / "optuna.db"
+    return Path.home() / ".cache" / "vae-sweep" / "optuna" / name / "optuna.db"
+
+
 def optuna_storage(spec: SweepSpec) -> str | None:
-    """The Optuna study's SQLite file (TPE sweeps only): beside the trials when the storage
-    is local, in the user's cache when it is remote (the study lives on the driver, and a copy
-    travels with the sweep's state: sweeps.searcher)."""
+    """The Optuna study's SQLite URL (TPE sweeps only)."""
     if spec.search != "tpe":
         return None
-    folder = (
-        Path(spec.experiment_path)
-        if "://" not in spec.storage_path
-        else Path.home() / ".cache" / "vae-sweep" / "optuna" / spec.name
+    study = _study_file(spec, spec.name)
+    study.parent.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{study}"
+
+
+def warm_start_trials(spec: SweepSpec) -> list[FrozenTrial]:
+    """--warm-start SWEEP: that sweep's finished and early-stopped trials in this space, read
+    from its study on this driver, or from the copy beside its state on remote storage.
+    Raises ValueError, naming the flag, when there is none to tell."""
+    if spec.warm_start is None or spec.resume:  # a resumed searcher has told them already
+        return []
+    study = _study_file(spec, spec.warm_start)
+    with tempfile.TemporaryDirectory() as folder:
+        if not study.exists() and "://" in spec.storage_path:
+            fs, path = pafs.FileSystem.from_uri(spec.on_storage(spec.warm_start, STUDY_COPY))
+            if fs.get_file_info(path).type == pafs.FileType.File:
+                study = Path(folder) / STUDY_COPY
+                pafs.copy_files(path, str(study), source_filesystem=fs)
+        if not study.exists():
+            raise ValueError(
+                f"--warm-start {spec.warm_start}: no TPE sweep of that name in "
+                f"{spec.storage_path} (its study, {study}, is not there); pass the --name of a "
+                "finished --search tpe sweep, and its --storage-path"
+            )
+        trials, left_out = earlier_trials(
+            spec.warm_start, f"sqlite:///{study}", dict(spec.space), spec.modes
+        )
+    print(
+        f"vae-sweep: starting TPE from {len(trials)} trials of sweep {spec.warm_start}"
+        + (f" ({left_out} failed, unfinished or outside this space left out)" if left_out else ""),
+        file=sys.stderr,
     )
-    folder.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{folder / 'optuna.db'}"
+    return trials
 
 
 @dataclass(frozen=True)
@@ -78,6 +115,17 @@ class TrialNamer:
 
 def trial_namer(spec: SweepSpec) -> TrialNamer:
     return TrialNamer(tuple(sampled_keys(dict(spec.space))), max(2, len(str(spec.num_samples))))
+
+
+def asha(max_epochs: int, grace_period: int) -> ASHAScheduler:
+    """Asynchronous successive halving on epochs: rungs at grace_period x 3^k up to
+    max_epochs; a trial goes on past a rung only in the best third of those that reached it."""
+    return ASHAScheduler(
+        time_attr="training_iteration",
+        max_t=max_epochs,
+        grace_period=min(grace_period, max_epochs),
+        reduction_factor=3,
+    )
 
 
 class EpochBudget(tune.Callback, Stopper):
@@ -120,10 +168,15 @@ def _trainable(spec: SweepSpec, resources: dict[str, float], experiment_id: str,
 
 
 def build_tuner(
-    spec: SweepSpec, resources: dict[str, float], experiment_id: str, parent: str
+    spec: SweepSpec,
+    resources: dict[str, float],
+    experiment_id: str,
+    parent: str,
+    warm_start: list[FrozenTrial] | None = None,
 ) -> tune.Tuner:
     """The sweep's Tuner; on --resume the one Tune saved (searcher, scheduler, stoppers and
-    callbacks as they were pickled then), with a trainable that knows this driver's runs."""
+    callbacks as they were pickled then), with a trainable that knows this driver's runs.
+    `warm_start`: an earlier sweep's trials for a new TPE study (warm_start_trials)."""
     # Tune's own loggers would add TensorBoard's (and a warning when it is missing): only the
     # two its analysis reads, passed below (sweeps.console)
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
@@ -145,6 +198,7 @@ def build_tuner(
             spec.searched,
             spec.modes,
             study_copy=spec.on_storage(spec.name, STUDY_COPY) if remote else None,
+            warm_start=warm_start or (),
         )
         if spec.max_concurrent:
             searcher = ConcurrencyLimiter(searcher, max_concurrent=spec.max_concurrent)
@@ -153,14 +207,7 @@ def build_tuner(
             random_state=spec.seed, max_concurrent=spec.max_concurrent or 0
         )
     scheduler = (
-        ASHAScheduler(
-            time_attr="training_iteration",
-            max_t=spec.max_epochs,
-            grace_period=min(spec.grace_period, spec.max_epochs),
-            reduction_factor=3,
-        )
-        if spec.scheduler == "asha"
-        else FIFOScheduler()
+        asha(spec.max_epochs, spec.grace_period) if spec.scheduler == "asha" else FIFOScheduler()
     )
     budget = EpochBudget(spec.epoch_budget) if spec.epoch_budget else None
     return tune.Tuner(

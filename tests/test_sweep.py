@@ -250,6 +250,34 @@ def test_optuna_is_told_which_trials_were_pruned(done):
             assert sorted(trial.intermediate_values) == [1, 2]
 
 
+def test_warm_start_starts_tpe_from_the_earlier_sweep_s_trials(done):
+    """--warm-start first: the new sweep's study begins with the first sweep's trials, as they
+    ended (complete or pruned), and its own trial is number 0 (seed 0) after them. Its own
+    MLflow store, so that the other tests' counts of runs stay as they are."""
+    job, _, _ = done
+    store = job / "warm.db"
+    migrated_store(store)
+    flags = ("--num-samples", "1", "--name", "warm", "--warm-start", "first")
+    result = sweep(job, *flags, "--tracking-uri", f"sqlite:///{store}")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert f"starting TPE from {SAMPLES} trials of sweep first" in result.stderr
+    first, warm = (
+        optuna.load_study(study_name=n, storage=f"sqlite:///{job / 'ray' / n / 'optuna.db'}")
+        for n in ("first", "warm")
+    )
+    told = [(t.params, t.values, t.state) for t in warm.trials[:SAMPLES]]
+    assert told == [(t.params, t.values, t.state) for t in first.trials]
+    assert len(warm.trials) == SAMPLES + 1
+    (trial,) = trial_runs(f"sqlite:///{store}", "warm")
+    assert trial.info.run_name.startswith("0 ") and trial.data.params["train.seed"] == "0"
+    parent = MlflowClient(f"sqlite:///{store}").get_run(trial.data.tags["mlflow.parentRunId"])
+    assert parent.data.params["warm_start"] == "first"
+    missing = sweep(job, "--name", "cold", "--warm-start", "nosuch")
+    assert missing.returncode == 2
+    assert "--warm-start nosuch: no TPE sweep of that name in" in missing.stderr
+    assert not (job / "ray" / "cold").exists()  # refused before anything started
+
+
 def test_best_model_is_registered_and_pulled_back_by_name(done, tmp_path, capsys):
     job, uri, first = done
     env_before = os.environ.get("MLFLOW_TRACKING_URI")

@@ -1,0 +1,411 @@
+"""Searchers compared on recorded learning curves: the platform's own TPE searcher
+(sweeps.searcher.PruningAwareOptunaSearch) and ASHA (sweeps.tuner.asha) inside a real Ray
+Tune run, each trial replaying the curve that benchmarks/curves.py recorded for its config.
+
+    python benchmarks/search_replay.py                  # 20 seeds of every method, both datasets
+    python benchmarks/search_replay.py --seeds 3 --method tpe_asha --dataset mnist   # a look
+
+A trial gets the recorded config nearest to what the searcher proposed: the same latent size
+and likelihood (the space's choices), the closest kl_weight, sigma_x and lr on the log scale
+the space samples them on. Nearest, not a surrogate fitted to the table: every value a
+searcher sees is one a real trainer reported, at the cost of a space of a few hundred points
+per dataset (a proposal between two recorded configs gets the nearer one's curve). It
+reports that curve one epoch per result, as a live trial would; a config that diverged fails
+after its last recorded epoch.
+
+Every method has the same budget of epochs: random search's, NUM_TRIALS trials of all
+EPOCHS epochs; the methods with ASHA propose trials until the budget is spent (the engine's
+--epoch-budget). Trials run CONCURRENT at a time, as on a cluster of that many GPUs. For each
+run, the best val_bpd so far after each epoch reported, in the order Tune received them,
+gives (a) the share of random search's budget a method needed to reach the final best of
+random search with the same seed number, and (b) its regret at the whole budget: its best
+minus the best of the whole table. Written to benchmarks/results/search_replay.json,
+docs/figures/search_replay.png, the section of docs/BENCHMARKS.md, and MLflow (experiment
+search-replay of --tracking-uri: a run per method and dataset with its figures and the plot).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import multiprocessing
+import os
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from _report import REPO, command, commit, machine, save_json, write_section
+from curves import DATASETS, EPOCHS, Curves, cost, replay
+
+sys.path.insert(0, str(REPO / "sweeps"))
+import mnist  # noqa: E402  (the search space the curves were recorded on)
+
+from sweeps.searcher import TPE  # noqa: E402
+
+FIGURE = REPO / "docs" / "figures" / "search_replay.png"
+EXPERIMENT = "search-replay"
+NUM_TRIALS = 32  # random search's trials: the budget is NUM_TRIALS x EPOCHS epochs
+CONCURRENT = 8
+GRACE = 1  # ASHA's rungs at 1, 3, 9 and 27 epochs
+
+
+@dataclass(frozen=True)
+class Method:
+    label: str
+    tpe: TPE | None  # None: Tune's random sampling
+    asha: bool
+    grace: int = GRACE  # ASHA's first rung
+
+
+METHODS = {
+    "random": Method("random search", None, False),
+    "random_asha": Method("random + ASHA", None, True),
+    "tpe": Method("TPE", TPE(), False),
+    "tpe_asha": Method("TPE + ASHA (Optuna's defaults)", TPE(), True),
+    "tpe_asha_startup": Method(
+        "TPE + ASHA, start-up = concurrency", TPE(startup=CONCURRENT), True
+    ),
+    "tpe_asha_multivariate": Method("TPE + ASHA, multivariate", TPE(multivariate=True), True),
+    "tpe_asha_liar": Method("TPE + ASHA, constant liar", TPE(constant_liar=True), True),
+    "tpe_asha_all": Method(
+        "TPE + ASHA, all three",
+        TPE(startup=CONCURRENT, multivariate=True, constant_liar=True),
+        True,
+    ),
+    "tpe_asha_all_grace3": Method(
+        "TPE + ASHA, all three, grace period 3",
+        TPE(startup=CONCURRENT, multivariate=True, constant_liar=True),
+        True,
+        grace=3,
+    ),
+}
+
+
+def run(method: Method, curves_ref, seed: int, folder: str) -> list[float]:
+    """One search: val_bpd of every epoch reported, in the order Tune received them."""
+    from ray import tune
+    from ray.tune.schedulers import FIFOScheduler
+    from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
+
+    from sweeps.searcher import make_searcher
+    from sweeps.tuner import EpochBudget, asha
+
+    budget = NUM_TRIALS * EPOCHS
+    reported: list[float] = []
+
+    class Collect(tune.Callback):
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            reported.append(result["val_bpd"])
+
+    if method.tpe is None:
+        searcher = BasicVariantGenerator(random_state=seed, max_concurrent=CONCURRENT)
+    else:
+        searcher = ConcurrencyLimiter(
+            make_searcher(f"replay-{seed}", None, seed, EPOCHS, tpe=method.tpe),
+            max_concurrent=CONCURRENT,
+        )
+    stopper = EpochBudget(budget) if method.asha else None
+    tuner = tune.Tuner(
+        tune.with_resources(tune.with_parameters(replay, curves=curves_ref), {"cpu": 1}),
+        param_space=dict(mnist.SEARCH_SPACE),
+        tune_config=tune.TuneConfig(
+            metric="val_bpd",
+            mode="min",
+            search_alg=searcher,
+            scheduler=asha(EPOCHS, method.grace) if method.asha else FIFOScheduler(),
+            num_samples=NUM_TRIALS * (20 if method.asha else 1),  # ASHA: until the budget
+            reuse_actors=True,
+        ),
+        run_config=tune.RunConfig(
+            name=f"replay-{seed}",
+            storage_path=folder,
+            verbose=0,
+            stop=stopper,
+            callbacks=[Collect(), *([stopper] if stopper else [])],
+            failure_config=tune.FailureConfig(max_failures=0),
+        ),
+    )
+    tuner.fit()
+    return reported[:budget]
+
+
+def share_to_reach(target: float, reported: list[float], budget: int) -> float:
+    """Epochs until the best so far is at most `target`, as a share of `budget` (inf:
+    never)."""
+    best = math.inf
+    for epochs, value in enumerate(reported, 1):
+        best = min(best, value)
+        if best <= target:
+            return epochs / budget
+    return math.inf
+
+
+def quartiles(values: list[float]) -> tuple[float, float, float]:
+    """25th, 50th and 75th percentiles, nearest rank (so that `never`, inf, stays inf)."""
+    ordered = sorted(values)
+    rank = lambda q: ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]  # noqa: E731
+    return rank(0.25), rank(0.5), rank(0.75)
+
+
+def best_so_far(reported: list[float], length: int) -> np.ndarray:
+    out = np.minimum.accumulate(np.array(reported, dtype=float))
+    return np.pad(out, (0, length - len(out)), mode="edge") if len(out) < length else out
+
+
+_CURVES: dict = {}  # in each driver process: dataset -> its Curves in the object store
+
+
+def _start_driver() -> None:
+    """A driver process: its own local Ray, as many CPUs as trials run at once (a replayed
+    trial uses next to none)."""
+    import ray
+
+    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"  # no result.json per trial
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    logging.getLogger("ray.tune").setLevel(logging.ERROR)
+    ray.init(num_cpus=CONCURRENT, include_dashboard=False, log_to_driver=False)
+
+
+def _search(dataset: str, name: str, seed: int) -> list[float]:
+    import ray
+
+    if dataset not in _CURVES:
+        _CURVES[dataset] = ray.put(Curves(dataset))
+    with tempfile.TemporaryDirectory() as folder:
+        return run(METHODS[name], _CURVES[dataset], seed, folder)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seeds", type=int, default=20, help="searches per method (default 20)")
+    parser.add_argument("--method", action="append", choices=METHODS, help="default: all")
+    parser.add_argument("--dataset", action="append", choices=DATASETS, help="default: both")
+    parser.add_argument(
+        "--drivers", type=int, default=2, help="searches at once, each its own Ray (default 2)"
+    )
+    parser.add_argument(
+        "--tracking-uri",
+        default=f"sqlite:///{Path.cwd() / 'mlflow-bench.db'}",
+        help="MLflow store for the summary runs (default ./mlflow-bench.db)",
+    )
+    args = parser.parse_args()
+    methods = args.method or list(METHODS)
+    if "random" not in methods:
+        methods = ["random", *methods]  # every figure is against random search
+    datasets = args.dataset or list(DATASETS)
+    jobs = [(d, m, s) for d in datasets for m in methods for s in range(args.seeds)]
+    started = time.monotonic()
+    runs: dict[tuple[str, str, int], list[float]] = {}
+    spawn = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(args.drivers, spawn, initializer=_start_driver) as pool:
+        futures = {pool.submit(_search, *job): job for job in jobs}
+        for done, future in enumerate(as_completed(futures), 1):
+            runs[futures[future]] = future.result()
+            print(
+                f"\r{done}/{len(jobs)} searches ({time.monotonic() - started:.0f} s)",
+                end="",
+                flush=True,
+            )
+    print()
+    results: dict[str, dict] = {}
+    for dataset in datasets:
+        curves = Curves(dataset)
+        by_method = {m: [runs[dataset, m, s] for s in range(args.seeds)] for m in methods}
+        results[dataset] = summarise(curves, by_method)
+        results[dataset]["configs"] = len(curves.ids)
+        results[dataset]["best"] = curves.best
+        results[dataset]["rank_correlation"] = rank_correlations(curves)
+        results[dataset]["curves"] = {
+            name: np.median(
+                [best_so_far(r, NUM_TRIALS * EPOCHS) - curves.best for r in rs], axis=0
+            ).tolist()
+            for name, rs in by_method.items()
+        }
+    minutes = (time.monotonic() - started) / 60
+    report(results, args.seeds, methods, minutes, args.tracking_uri)
+
+
+def summarise(curves: Curves, runs: dict[str, list[list[float]]]) -> dict:
+    budget = NUM_TRIALS * EPOCHS
+    targets = [min(r) for r in runs["random"]]  # random search's final best, seed by seed
+    out = {"methods": {}}
+    for name, rs in runs.items():
+        shares = [share_to_reach(t, r, budget) for t, r in zip(targets, rs, strict=True)]
+        regrets = [min(r) - curves.best for r in rs]
+        out["methods"][name] = {
+            "share": quartiles(shares),
+            "regret": quartiles(regrets),
+            "shares": shares,
+            "regrets": regrets,
+        }
+    return out
+
+
+def rank_correlations(curves: Curves) -> dict[int, float]:
+    """Spearman's correlation, over the configs trained to the end, of val_bpd after each of
+    ASHA's rungs with val_bpd after the last epoch: how well a rung ranks the configs."""
+    full = [c for c in curves.curves if len(c) == EPOCHS]
+    last = np.argsort(np.argsort([c[-1] for c in full]))
+    rungs = [GRACE * 3**k for k in range(5) if GRACE * 3**k < EPOCHS]
+    out = {}
+    for rung in rungs:
+        ranks = np.argsort(np.argsort([c[rung - 1] for c in full]))
+        out[rung] = float(np.corrcoef(ranks, last)[0, 1])
+    return out
+
+
+def shown(share: float) -> str:
+    return f"{share:.0%}" if math.isfinite(share) else "never"
+
+
+def report(results: dict, seeds: int, methods: list[str], minutes: float, uri: str) -> None:
+    """The JSON, the figure, the section of docs/BENCHMARKS.md and the MLflow runs."""
+    save_json("search_replay", {"seeds": seeds, "minutes": minutes, "results": results})
+    plot(results, methods)
+    seconds, configs = cost()
+    lines = [
+        "## Search replay: TPE and ASHA on recorded learning curves (MNIST, Fashion-MNIST)",
+        "",
+        f"`{command()}` at commit {commit()} on {machine()}: {minutes:.0f} min.",
+        "",
+        f"The table (benchmarks/curves/, `python benchmarks/curves.py record`): {configs} "
+        f"configs of sweeps/mnist.py's space, each trained {EPOCHS} epochs with vae_core's "
+        "trainer (MLP 256-256, batch 128, 4,800 training and 1,200 validation images of each "
+        f"dataset), every epoch's val_bpd kept; it took {seconds / 60:.0f} min on this machine, "
+        "two configs at a time. Each search below runs in Ray Tune with the platform's own "
+        "searcher and scheduler (sweeps.searcher, sweeps.tuner.asha: grace period 1, "
+        f"reduction factor 3, rungs at 1, 3, 9 and {EPOCHS} epochs), {CONCURRENT} trials at "
+        f"once, on a budget of {NUM_TRIALS} x {EPOCHS} = {NUM_TRIALS * EPOCHS} epochs (random "
+        f"search: {NUM_TRIALS} whole trials). A trial replays the recorded config nearest to "
+        f"what was proposed. {seeds} seeds per method.",
+        "",
+        "**Share**: epochs a search needed until its best val_bpd so far was at most the final "
+        "best of random search with the same seed number, as a share of the budget (never: "
+        "not within it). **Regret**: its best val_bpd at the end of the budget minus the best "
+        "of the whole table. Median [first quartile, third quartile] over the seeds.",
+    ]
+    for dataset, result in results.items():
+        lines += [
+            "",
+            f"**{dataset}** ({result['configs']} configs; best of the table "
+            f"{result['best']:.4f} bits/dim; rank correlation of val_bpd at rung epoch with "
+            f"epoch {EPOCHS}: "
+            + ", ".join(f"{r}: {c:.2f}" for r, c in result["rank_correlation"].items())
+            + ")",
+            "",
+            "| method | share to reach random search's best | reached | regret (bits/dim) |",
+            "|---|---|---|---|",
+        ]
+        for name in methods:
+            m = result["methods"][name]
+            q1, q2, q3 = m["share"]
+            r1, r2, r3 = m["regret"]
+            reached = sum(math.isfinite(s) for s in m["shares"])
+            lines.append(
+                f"| {METHODS[name].label} | **{shown(q2)}** [{shown(q1)}, {shown(q3)}] "
+                f"| {reached}/{len(m['shares'])} | {r2:.4f} [{r1:.4f}, {r3:.4f}] |"
+            )
+    lines += ["", "![median regret against epochs](figures/search_replay.png)"]
+    write_section("search_replay", "\n".join(lines))
+    log_to_mlflow(uri, results, methods, seeds)
+
+
+def plot(results: dict, methods: list[str]) -> None:
+    """Per dataset: the median regret of each method against epochs spent (log scale), and
+    each seed's share to reach random search's best."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, len(results), figsize=(6.5 * len(results), 9), squeeze=False)
+    colours = dict(zip(methods, plt.get_cmap("tab10").colors, strict=False))
+    for column, (dataset, result) in enumerate(results.items()):
+        top, bottom = axes[0][column], axes[1][column]
+        for name in methods:
+            curve = np.asarray(result["curves"][name])
+            top.plot(
+                np.arange(1, len(curve) + 1),
+                curve + 1e-3,
+                color=colours[name],
+                label=METHODS[name].label,
+                lw=2 if name in ("random", "tpe_asha_all") else 1,
+            )
+        top.set_yscale("log")
+        top.set_xlabel("epochs spent")
+        top.set_ylabel("median regret + 0.001 (bits/dim)")
+        top.set_title(f"{dataset}: best val_bpd so far minus the table's best")
+        top.legend(fontsize=8)
+        for row, name in enumerate(methods):
+            shares = [min(s, 1.1) for s in result["methods"][name]["shares"]]
+            bottom.scatter(
+                shares,
+                np.full(len(shares), row) + np.linspace(-0.2, 0.2, len(shares)),
+                s=10,
+                color=colours[name],
+            )
+            bottom.plot(
+                [result["methods"][name]["share"][1]] * 2,
+                [row - 0.35, row + 0.35],
+                color="black",
+                lw=2,
+            )
+        bottom.axvline(0.25, color="grey", ls="--", lw=1)
+        bottom.set_yticks(range(len(methods)), [METHODS[n].label for n in methods], fontsize=8)
+        bottom.set_xlim(0, 1.15)
+        bottom.set_xticks(
+            [0, 0.25, 0.5, 0.75, 1.0, 1.1], ["0", "25%", "50%", "75%", "100%", "never"]
+        )
+        bottom.set_xlabel("share of random search's epochs to reach its best (bar: median)")
+    fig.tight_layout()
+    FIGURE.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(FIGURE, dpi=100)
+    plt.close(fig)
+
+
+def log_to_mlflow(uri: str, results: dict, methods: list[str], seeds: int) -> None:
+    """A run per dataset and method with its figures, under a summary run with the plot."""
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_experiment(EXPERIMENT)
+    with mlflow.start_run(run_name="summary", tags={"commit": commit()}):
+        mlflow.log_params(
+            {
+                "seeds": seeds,
+                "budget_epochs": NUM_TRIALS * EPOCHS,
+                "concurrent": CONCURRENT,
+                "command": command(),
+            }
+        )
+        mlflow.log_artifact(str(FIGURE))
+        for dataset, result in results.items():
+            for name in methods:
+                m = result["methods"][name]
+                with mlflow.start_run(run_name=f"{dataset} {name}", nested=True):
+                    mlflow.log_params({"dataset": dataset, "method": METHODS[name].label})
+                    finite = {
+                        k: v
+                        for k, v in zip(("q1", "median", "q3"), m["share"], strict=True)
+                        if math.isfinite(v)
+                    }
+                    mlflow.log_metrics({f"share_{k}": v for k, v in finite.items()})
+                    mlflow.log_metrics(
+                        dict(
+                            zip(
+                                ("regret_q1", "regret_median", "regret_q3"),
+                                m["regret"],
+                                strict=True,
+                            )
+                        )
+                    )
+                    mlflow.log_metric("seeds_reaching", sum(map(math.isfinite, m["shares"])))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,90 @@
+"""--warm-start: an earlier sweep's finished and early-stopped trials are told to a new
+sweep's TPE before it proposes, when they lie in the new space; what cannot be told is refused
+before anything starts, naming the flag. (The end-to-end sweep: tests/test_sweep.py.)"""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+from ray import tune
+
+from sweeps.searcher import TPE, TRIAL_INDEX, earlier_trials, make_searcher
+from sweeps.spec import SpecError, parse_spec
+
+NARROW = {"latent_dim": tune.choice([4, 8]), "kl_weight": tune.loguniform(0.5, 2.0)}
+WIDE = {"latent_dim": tune.choice([4, 8, 16]), "kl_weight": tune.loguniform(0.1, 10.0)}
+
+
+@pytest.fixture
+def earlier(tmp_path):
+    """A finished sweep's study, as PruningAwareOptunaSearch leaves it: 3 complete trials, 2
+    stopped early by ASHA (pruned, with their curve), 1 failed, 1 left running."""
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    searcher = make_searcher("earlier", url, seed=0, max_epochs=3, tpe=TPE(startup=2))
+    searcher.set_search_properties("val_bpd", "min", NARROW)
+    for n in range(7):
+        searcher.suggest(f"t{n}")
+    for n in range(3):
+        searcher.on_trial_complete(f"t{n}", {"val_bpd": 1.0 + n, "training_iteration": 3})
+    for n in (3, 4):
+        searcher.on_trial_result(f"t{n}", {"val_bpd": 9.0, "training_iteration": 1})
+        searcher.on_trial_complete(f"t{n}", {"val_bpd": 8.0 + n, "training_iteration": 2})
+    searcher.on_trial_complete("t5", None, error=True)
+    return url
+
+
+def test_a_wider_space_starts_from_every_told_trial_and_numbers_its_own_from_0(earlier, tmp_path):
+    trials, left_out = earlier_trials("earlier", earlier, WIDE, ["min"])
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 3 + [TrialState.PRUNED] * 2
+    assert left_out == 2  # the failed trial and the one left running
+    url = f"sqlite:///{tmp_path / 'new.db'}"
+    searcher = make_searcher("new", url, seed=1, max_epochs=3, warm_start=trials)
+    searcher.set_search_properties("val_bpd", "min", WIDE)
+    proposed = searcher.suggest("first")
+    assert proposed[TRIAL_INDEX] == 0  # the new sweep's first trial: seed + 0, named 0
+    study = optuna.load_study(study_name="new", storage=url)
+    told = study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))
+    assert [(t.params, t.values, t.state) for t in told] == [
+        (t.params, t.values, t.state) for t in trials
+    ]
+    assert told[3].intermediate_values == {1: 9.0, 2: 11.0}  # the pruned trial's curve
+    assert study.trials[-1].state == TrialState.RUNNING  # then the new sweep's own
+
+
+def test_trials_outside_the_new_space_are_left_out(earlier):
+    narrower = {**NARROW, "kl_weight": tune.loguniform(0.5, 1.0)}
+    trials, left_out = earlier_trials("earlier", earlier, narrower, ["min"])
+    assert all(0.5 <= t.params["kl_weight"] <= 1.0 for t in trials)
+    assert len(trials) + left_out == 7
+
+
+@pytest.mark.parametrize(
+    ("space", "modes", "message"),
+    [
+        (
+            {"latent_dim": tune.choice([32, 64]), "kl_weight": NARROW["kl_weight"]},
+            ["min"],
+            "none of its 5 finished or stopped trials lies in this sweep's space",
+        ),
+        ({"lr": tune.loguniform(1e-4, 1e-2)}, ["min"], "none of its 5"),
+        (WIDE, ["max"], "that sweep's study was to minimize, this one is to maximize"),
+        (WIDE, ["min", "min"], "that sweep.s study was to minimize, this one is to minimize and"),
+    ],
+)
+def test_what_cannot_be_told_is_refused_naming_the_flag(earlier, space, modes, message):
+    with pytest.raises(ValueError, match=f"--warm-start earlier: {message}"):
+        earlier_trials("earlier", earlier, space, modes)
+
+
+def test_warm_start_needs_tpe_and_another_sweep():
+    def spec(*flags):
+        argv = ["--tracking-uri", "sqlite:///x.db", "--name", "new", *flags]
+        return parse_spec(WIDE, {"dataset": "shapes"}, argv)
+
+    assert spec("--warm-start", "old").warm_start == "old"
+    assert "warm_start" in spec("--warm-start", "old").kept()  # --resume keeps it
+    with pytest.raises(SpecError, match="--warm-start old: .* leave --search out"):
+        spec("--warm-start", "old", "--search", "random")
+    with pytest.raises(SpecError, match="--warm-start new: the sweep's own name; .* --resume"):
+        spec("--warm-start", "new")
