@@ -27,6 +27,7 @@ search-replay of --tracking-uri: a run per method and dataset with its figures a
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import math
 import multiprocessing
@@ -49,6 +50,9 @@ from sweeps.searcher import TPE  # noqa: E402
 
 FIGURE = REPO / "docs" / "figures" / "search_replay.png"
 EXPERIMENT = "search-replay"
+# The searches done so far, a JSON line each: a run cut short goes on from them. Delete it
+# after changing the table, a method or this script.
+DONE = REPO / "benchmarks" / "results" / "search_replay_runs.jsonl"
 NUM_TRIALS = 32  # random search's trials: the budget is NUM_TRIALS x EPOCHS epochs
 CONCURRENT = 8
 GRACE = 1  # ASHA's rungs at 1, 3, 9 and 27 epochs
@@ -77,6 +81,7 @@ METHODS = {
         TPE(startup=CONCURRENT, multivariate=True, constant_liar=True),
         True,
     ),
+    "random_asha_grace3": Method("random + ASHA, grace period 3", None, True, grace=3),
     "tpe_asha_all_grace3": Method(
         "TPE + ASHA, all three, grace period 3",
         TPE(startup=CONCURRENT, multivariate=True, constant_liar=True),
@@ -86,8 +91,9 @@ METHODS = {
 }
 
 
-def run(method: Method, curves_ref, seed: int, folder: str) -> list[float]:
-    """One search: val_bpd of every epoch reported, in the order Tune received them."""
+def run(method: Method, curves_ref, seed: int, folder: str) -> tuple[list[float], int]:
+    """One search: val_bpd of every epoch reported within the budget, in the order Tune
+    received them; and how many trials reported within it."""
     from ray import tune
     from ray.tune.schedulers import FIFOScheduler
     from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
@@ -96,11 +102,11 @@ def run(method: Method, curves_ref, seed: int, folder: str) -> list[float]:
     from sweeps.tuner import EpochBudget, asha
 
     budget = NUM_TRIALS * EPOCHS
-    reported: list[float] = []
+    reported: list[tuple[str, float]] = []  # (trial id, val_bpd)
 
     class Collect(tune.Callback):
         def on_trial_result(self, iteration, trials, trial, result, **info):
-            reported.append(result["val_bpd"])
+            reported.append((trial.trial_id, result["val_bpd"]))
 
     if method.tpe is None:
         searcher = BasicVariantGenerator(random_state=seed, max_concurrent=CONCURRENT)
@@ -131,7 +137,8 @@ def run(method: Method, curves_ref, seed: int, folder: str) -> list[float]:
         ),
     )
     tuner.fit()
-    return reported[:budget]
+    spent = reported[:budget]
+    return [value for _, value in spent], len({trial for trial, _ in spent})
 
 
 def share_to_reach(target: float, reported: list[float], budget: int) -> float:
@@ -171,7 +178,7 @@ def _start_driver() -> None:
     ray.init(num_cpus=CONCURRENT, include_dashboard=False, log_to_driver=False)
 
 
-def _search(dataset: str, name: str, seed: int) -> list[float]:
+def _search(dataset: str, name: str, seed: int) -> tuple[list[float], int]:
     import ray
 
     if dataset not in _CURVES:
@@ -198,16 +205,25 @@ def main() -> None:
     if "random" not in methods:
         methods = ["random", *methods]  # every figure is against random search
     datasets = args.dataset or list(DATASETS)
-    jobs = [(d, m, s) for d in datasets for m in methods for s in range(args.seeds)]
+    # seed by seed, every method: a run cut short has whole seeds
+    jobs = [(d, m, s) for s in range(args.seeds) for d in datasets for m in methods]
     started = time.monotonic()
     runs: dict[tuple[str, str, int], list[float]] = {}
+    trials: dict[tuple[str, str, int], int] = {}
+    for line in DONE.read_text().splitlines() if DONE.exists() else []:
+        job = json.loads(line)
+        runs[tuple(job["job"])], trials[tuple(job["job"])] = job["values"], job["trials"]
     spawn = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(args.drivers, spawn, initializer=_start_driver) as pool:
-        futures = {pool.submit(_search, *job): job for job in jobs}
+        futures = {pool.submit(_search, *job): job for job in jobs if job not in runs}
         for done, future in enumerate(as_completed(futures), 1):
-            runs[futures[future]] = future.result()
+            job = futures[future]
+            runs[job], trials[job] = future.result()
+            with DONE.open("a") as f:
+                f.write(json.dumps({"job": job, "values": runs[job], "trials": trials[job]}))
+                f.write("\n")
             print(
-                f"\r{done}/{len(jobs)} searches ({time.monotonic() - started:.0f} s)",
+                f"\r{done}/{len(futures)} searches ({time.monotonic() - started:.0f} s)",
                 end="",
                 flush=True,
             )
@@ -217,6 +233,10 @@ def main() -> None:
         curves = Curves(dataset)
         by_method = {m: [runs[dataset, m, s] for s in range(args.seeds)] for m in methods}
         results[dataset] = summarise(curves, by_method)
+        for m in methods:
+            results[dataset]["methods"][m]["trials"] = quartiles(
+                [trials[dataset, m, s] for s in range(args.seeds)]
+            )
         results[dataset]["configs"] = len(curves.ids)
         results[dataset]["best"] = curves.best
         results[dataset]["rank_correlation"] = rank_correlations(curves)
@@ -282,7 +302,9 @@ def report(results: dict, seeds: int, methods: list[str], minutes: float, uri: s
         f"reduction factor 3, rungs at 1, 3, 9 and {EPOCHS} epochs), {CONCURRENT} trials at "
         f"once, on a budget of {NUM_TRIALS} x {EPOCHS} = {NUM_TRIALS * EPOCHS} epochs (random "
         f"search: {NUM_TRIALS} whole trials). A trial replays the recorded config nearest to "
-        f"what was proposed. {seeds} seeds per method.",
+        f"what was proposed (the nearest, not a surrogate fitted to the table: every value a "
+        "searcher sees is one the trainer reported; the cost is a space of a few hundred "
+        f"points). {seeds} seeds per method; trials: the median number started.",
         "",
         "**Share**: epochs a search needed until its best val_bpd so far was at most the final "
         "best of random search with the same seed number, as a share of the budget (never: "
@@ -298,8 +320,9 @@ def report(results: dict, seeds: int, methods: list[str], minutes: float, uri: s
             + ", ".join(f"{r}: {c:.2f}" for r, c in result["rank_correlation"].items())
             + ")",
             "",
-            "| method | share to reach random search's best | reached | regret (bits/dim) |",
-            "|---|---|---|---|",
+            "| method | share to reach random search's best | reached | regret (bits/dim) "
+            "| trials |",
+            "|---|---|---|---|---|",
         ]
         for name in methods:
             m = result["methods"][name]
@@ -308,7 +331,8 @@ def report(results: dict, seeds: int, methods: list[str], minutes: float, uri: s
             reached = sum(math.isfinite(s) for s in m["shares"])
             lines.append(
                 f"| {METHODS[name].label} | **{shown(q2)}** [{shown(q1)}, {shown(q3)}] "
-                f"| {reached}/{len(m['shares'])} | {r2:.4f} [{r1:.4f}, {r3:.4f}] |"
+                f"| {reached}/{len(m['shares'])} | {r2:.4f} [{r1:.4f}, {r3:.4f}] "
+                f"| {m['trials'][1]} |"
             )
     lines += ["", "![median regret against epochs](figures/search_replay.png)"]
     write_section("search_replay", "\n".join(lines))

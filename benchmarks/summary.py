@@ -42,14 +42,25 @@ def platform_overhead(r: dict) -> list[Row]:
     ]  # fmt: skip
 
 
-def search_efficiency(r: dict) -> list[Row]:
-    fractions = sorted(run["fraction_to_reach_random_best"] for run in r["runs"])
-    median = fractions[len(fractions) // 2]
-    shown = ", ".join(f"{f:.0%}" if math.isfinite(f) else "never" for f in fractions)
+def search_replay(r: dict) -> list[Row]:
+    rows = []
+    for dataset, result in r["results"].items():
+        share = result["methods"][r["default"]]["share"][1]
+        shown = f"{share:.0%}" if math.isfinite(share) else "never"
+        rows.append((f"default search on recorded curves ({dataset}): median share of random "
+                     f"search's epochs to reach its best ({r['seeds']} seeds)", shown, "<= 25%",
+                     _verdict(share <= 0.25)))  # fmt: skip
+    return rows
+
+
+def search_live(r: dict) -> list[Row]:
+    shares = sorted(run["share"] for run in r["runs"])
+    median = shares[(len(shares) - 1) // 2]
+    shown = ", ".join(f"{f:.0%}" if math.isfinite(f) else "never" for f in shares)
     measured = f"median {median:.0%} ({shown})" if math.isfinite(median) else f"({shown})"
     return [
-        (f"ASHA + TPE: share of random search's epochs to reach its best "
-         f"({len(fractions)} seeds)", measured, "<= 25%", _verdict(median <= 0.25)),
+        (f"default search, live (MNIST MLP): share of random search's epochs to reach its best "
+         f"({len(shares)} seeds)", measured, "<= 25%", _verdict(median <= 0.25)),
     ]  # fmt: skip
 
 
@@ -109,7 +120,8 @@ ROWS: dict[str, Callable[[dict], list[Row]]] = {
     "quickstart": quickstart,
     "trainer_speed": trainer_speed,
     "platform_overhead": platform_overhead,
-    "search_efficiency": search_efficiency,
+    "search_replay": search_replay,
+    "search_live": search_live,
     "seed_mlp_tf": seed_mlp_tf,
     "seed_keras_conv": seed_keras_conv,
     "cluster_scaling": cluster_scaling,
