@@ -31,7 +31,7 @@ from search_efficiency import fraction_to_reach, sweep
 sys.path.insert(0, str(REPO / "sweeps"))
 import mnist  # noqa: E402  (the sweep script's SEARCH_SPACE)
 
-from sweeps.searcher import DEFAULT_TPE  # noqa: E402
+from sweeps.searcher import default_tpe  # noqa: E402
 from sweeps.spec import DEFAULTS  # noqa: E402
 
 
@@ -111,7 +111,7 @@ def report(runs: list[dict], trials: int, minutes: float) -> str:
 
 The recorded table's setting (MLP 256-256, 4,800 training and 1,200 validation MNIST images,
 sweeps/mnist.py's space, {EPOCHS} epochs a whole trial), through the sweep engine, 2 trials at
-a time. Random search: {trials} trials, FIFO. The default: {DEFAULT_TPE} with ASHA (grace
+a time. Random search: {trials} trials, FIFO. The default: {default_tpe(trials)} with ASHA (grace
 period {DEFAULTS["grace_period"]}), until the same {trials * EPOCHS} epochs are spent.
 
 | seed | random: best | default: best | default: trials | share to reach random's best |

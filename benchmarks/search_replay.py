@@ -46,14 +46,15 @@ from curves import DATASETS, EPOCHS, Curves, cost, replay
 sys.path.insert(0, str(REPO / "sweeps"))
 import mnist  # noqa: E402  (the search space the curves were recorded on)
 
-from sweeps.searcher import TPE  # noqa: E402
+from sweeps.searcher import TPE, default_tpe  # noqa: E402
+from sweeps.spec import DEFAULTS  # noqa: E402
 
 FIGURE = REPO / "docs" / "figures" / "search_replay.png"
 EXPERIMENT = "search-replay"
 # The searches done so far, a JSON line each: a run cut short goes on from them. Delete it
 # after changing the table, a method or this script.
 DONE = REPO / "benchmarks" / "results" / "search_replay_runs.jsonl"
-NUM_TRIALS = 32  # random search's trials: the budget is NUM_TRIALS x EPOCHS epochs
+NUM_TRIALS = 16  # random search's trials (the engine's default): budget NUM_TRIALS x EPOCHS
 CONCURRENT = 8
 GRACE = 1  # ASHA's rungs at 1, 3, 9 and 27 epochs
 
@@ -64,6 +65,9 @@ class Method:
     tpe: TPE | None  # None: Tune's random sampling
     asha: bool
     grace: int = GRACE  # ASHA's first rung
+    # Ray's own OptunaSearch: a trial ASHA stopped is told as COMPLETE at its last value,
+    # where sweeps.searcher tells it as PRUNED (TPE then ranks it below every complete one)
+    stock: bool = False
 
 
 METHODS = {
@@ -72,19 +76,24 @@ METHODS = {
     "tpe": Method("TPE", TPE(), False),
     "tpe_asha": Method("TPE + ASHA (Optuna's defaults)", TPE(), True),
     "tpe_asha_startup": Method(
-        "TPE + ASHA, start-up = concurrency", TPE(startup=CONCURRENT), True
+        "TPE + ASHA, start-up = half the budget's trials", TPE(startup=NUM_TRIALS // 2), True
     ),
     "tpe_asha_multivariate": Method("TPE + ASHA, multivariate", TPE(multivariate=True), True),
     "tpe_asha_liar": Method("TPE + ASHA, constant liar", TPE(constant_liar=True), True),
     "tpe_asha_all": Method(
         "TPE + ASHA, all three",
-        TPE(startup=CONCURRENT, multivariate=True, constant_liar=True),
+        TPE(startup=NUM_TRIALS // 2, multivariate=True, constant_liar=True),
         True,
     ),
-    "random_asha_grace3": Method("random + ASHA, grace period 3", None, True, grace=3),
+    "tpe_asha_all_stock": Method(
+        "TPE + ASHA, all three, stopped trials told as complete (Ray's OptunaSearch)",
+        TPE(startup=NUM_TRIALS // 2, multivariate=True, constant_liar=True),
+        True,
+        stock=True,
+    ),
     "tpe_asha_all_grace3": Method(
         "TPE + ASHA, all three, grace period 3",
-        TPE(startup=CONCURRENT, multivariate=True, constant_liar=True),
+        TPE(startup=NUM_TRIALS // 2, multivariate=True, constant_liar=True),
         True,
         grace=3,
     ),
@@ -97,6 +106,7 @@ def run(method: Method, curves_ref, seed: int, folder: str) -> tuple[list[float]
     from ray import tune
     from ray.tune.schedulers import FIFOScheduler
     from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
+    from ray.tune.search.optuna import OptunaSearch
 
     from sweeps.searcher import make_searcher
     from sweeps.tuner import EpochBudget, asha
@@ -111,10 +121,12 @@ def run(method: Method, curves_ref, seed: int, folder: str) -> tuple[list[float]
     if method.tpe is None:
         searcher = BasicVariantGenerator(random_state=seed, max_concurrent=CONCURRENT)
     else:
-        searcher = ConcurrencyLimiter(
-            make_searcher(f"replay-{seed}", None, seed, EPOCHS, tpe=method.tpe),
-            max_concurrent=CONCURRENT,
+        tpe = (
+            OptunaSearch(metric="val_bpd", mode="min", sampler=method.tpe.sampler(seed))
+            if method.stock
+            else make_searcher(f"replay-{seed}", None, seed, EPOCHS, tpe=method.tpe)
         )
+        searcher = ConcurrencyLimiter(tpe, max_concurrent=CONCURRENT)
     stopper = EpochBudget(budget) if method.asha else None
     tuner = tune.Tuner(
         tune.with_resources(tune.with_parameters(replay, curves=curves_ref), {"cpu": 1}),
@@ -139,6 +151,20 @@ def run(method: Method, curves_ref, seed: int, folder: str) -> tuple[list[float]
     tuner.fit()
     spent = reported[:budget]
     return [value for _, value in spent], len({trial for trial, _ in spent})
+
+
+def default_method() -> str | None:
+    """The method that is the engine's default search on this budget: default_tpe, with ASHA
+    at the default grace period."""
+    for name, m in METHODS.items():
+        if (
+            m.asha
+            and not m.stock
+            and m.tpe == default_tpe(NUM_TRIALS)
+            and m.grace == DEFAULTS["grace_period"]
+        ):
+            return name
+    return None
 
 
 def share_to_reach(target: float, reported: list[float], budget: int) -> float:
@@ -178,13 +204,16 @@ def _start_driver() -> None:
     ray.init(num_cpus=CONCURRENT, include_dashboard=False, log_to_driver=False)
 
 
-def _search(dataset: str, name: str, seed: int) -> tuple[list[float], int]:
+def _search(dataset: str, name: str, seed: int) -> tuple[list[float], int, float]:
+    """One search in this driver: its values, trials and seconds."""
     import ray
 
     if dataset not in _CURVES:
         _CURVES[dataset] = ray.put(Curves(dataset))
+    started = time.monotonic()
     with tempfile.TemporaryDirectory() as folder:
-        return run(METHODS[name], _CURVES[dataset], seed, folder)
+        values, trials = run(METHODS[name], _CURVES[dataset], seed, folder)
+    return values, trials, time.monotonic() - started
 
 
 def main() -> None:
@@ -193,7 +222,10 @@ def main() -> None:
     parser.add_argument("--method", action="append", choices=METHODS, help="default: all")
     parser.add_argument("--dataset", action="append", choices=DATASETS, help="default: both")
     parser.add_argument(
-        "--drivers", type=int, default=2, help="searches at once, each its own Ray (default 2)"
+        "--drivers",
+        type=int,
+        default=1,
+        help="searches at once, each with its own Ray (default 1: on 2 cores, two take longer)",
     )
     parser.add_argument(
         "--tracking-uri",
@@ -205,37 +237,52 @@ def main() -> None:
     if "random" not in methods:
         methods = ["random", *methods]  # every figure is against random search
     datasets = args.dataset or list(DATASETS)
-    # seed by seed, every method: a run cut short has whole seeds
-    jobs = [(d, m, s) for s in range(args.seeds) for d in datasets for m in methods]
+    # dataset by dataset, seed by seed, every method: a run cut short has whole seeds
+    jobs = [(d, m, s) for d in datasets for s in range(args.seeds) for m in methods]
     started = time.monotonic()
     runs: dict[tuple[str, str, int], list[float]] = {}
     trials: dict[tuple[str, str, int], int] = {}
+    seconds: dict[tuple[str, str, int], float] = {}
     for line in DONE.read_text().splitlines() if DONE.exists() else []:
         job = json.loads(line)
-        runs[tuple(job["job"])], trials[tuple(job["job"])] = job["values"], job["trials"]
+        key = tuple(job["job"])
+        runs[key], trials[key] = job["values"], job["trials"]
+        if "seconds" in job:  # not in the first lines this script wrote
+            seconds[key] = job["seconds"]
     spawn = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(args.drivers, spawn, initializer=_start_driver) as pool:
         futures = {pool.submit(_search, *job): job for job in jobs if job not in runs}
         for done, future in enumerate(as_completed(futures), 1):
             job = futures[future]
-            runs[job], trials[job] = future.result()
+            runs[job], trials[job], seconds[job] = future.result()
+            record = {"job": job, "values": runs[job], "trials": trials[job]}
             with DONE.open("a") as f:
-                f.write(json.dumps({"job": job, "values": runs[job], "trials": trials[job]}))
-                f.write("\n")
+                f.write(json.dumps({**record, "seconds": seconds[job]}) + "\n")
             print(
                 f"\r{done}/{len(futures)} searches ({time.monotonic() - started:.0f} s)",
                 end="",
                 flush=True,
             )
     print()
+    typical = float(np.median(list(seconds.values())))  # for a search without its time
+    minutes = sum(seconds.get(job, typical) for job in runs) / 60
+    report(collect(runs, trials, args.seeds), args.seeds, minutes, args.tracking_uri)
+
+
+def collect(runs: dict, trials: dict, seeds: int) -> dict:
+    """Per dataset, the figures of every method with all `seeds` searches done (this call's
+    and earlier ones'), against random search's."""
     results: dict[str, dict] = {}
-    for dataset in datasets:
+    for dataset in DATASETS:
+        done = [m for m in METHODS if all((dataset, m, s) in runs for s in range(seeds))]
+        if "random" not in done:
+            continue
         curves = Curves(dataset)
-        by_method = {m: [runs[dataset, m, s] for s in range(args.seeds)] for m in methods}
+        by_method = {m: [runs[dataset, m, s] for s in range(seeds)] for m in done}
         results[dataset] = summarise(curves, by_method)
-        for m in methods:
+        for m in done:
             results[dataset]["methods"][m]["trials"] = quartiles(
-                [trials[dataset, m, s] for s in range(args.seeds)]
+                [trials[dataset, m, s] for s in range(seeds)]
             )
         results[dataset]["configs"] = len(curves.ids)
         results[dataset]["best"] = curves.best
@@ -246,8 +293,7 @@ def main() -> None:
             ).tolist()
             for name, rs in by_method.items()
         }
-    minutes = (time.monotonic() - started) / 60
-    report(results, args.seeds, methods, minutes, args.tracking_uri)
+    return results
 
 
 def summarise(curves: Curves, runs: dict[str, list[list[float]]]) -> dict:
@@ -283,10 +329,13 @@ def shown(share: float) -> str:
     return f"{share:.0%}" if math.isfinite(share) else "never"
 
 
-def report(results: dict, seeds: int, methods: list[str], minutes: float, uri: str) -> None:
+def report(results: dict, seeds: int, minutes: float, uri: str) -> None:
     """The JSON, the figure, the section of docs/BENCHMARKS.md and the MLflow runs."""
-    save_json("search_replay", {"seeds": seeds, "minutes": minutes, "results": results})
-    plot(results, methods)
+    save_json(
+        "search_replay",
+        {"seeds": seeds, "minutes": minutes, "default": default_method(), "results": results},
+    )
+    plot(results)
     seconds, configs = cost()
     lines = [
         "## Search replay: TPE and ASHA on recorded learning curves (MNIST, Fashion-MNIST)",
@@ -324,8 +373,7 @@ def report(results: dict, seeds: int, methods: list[str], minutes: float, uri: s
             "| trials |",
             "|---|---|---|---|---|",
         ]
-        for name in methods:
-            m = result["methods"][name]
+        for name, m in result["methods"].items():
             q1, q2, q3 = m["share"]
             r1, r2, r3 = m["regret"]
             reached = sum(math.isfinite(s) for s in m["shares"])
@@ -336,10 +384,10 @@ def report(results: dict, seeds: int, methods: list[str], minutes: float, uri: s
             )
     lines += ["", "![median regret against epochs](figures/search_replay.png)"]
     write_section("search_replay", "\n".join(lines))
-    log_to_mlflow(uri, results, methods, seeds)
+    log_to_mlflow(uri, results, seeds)
 
 
-def plot(results: dict, methods: list[str]) -> None:
+def plot(results: dict) -> None:
     """Per dataset: the median regret of each method against epochs spent (log scale), and
     each seed's share to reach random search's best."""
     import matplotlib
@@ -348,9 +396,10 @@ def plot(results: dict, methods: list[str]) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(2, len(results), figsize=(6.5 * len(results), 9), squeeze=False)
-    colours = dict(zip(methods, plt.get_cmap("tab10").colors, strict=False))
+    colours = dict(zip(METHODS, plt.get_cmap("tab10").colors, strict=False))
     for column, (dataset, result) in enumerate(results.items()):
         top, bottom = axes[0][column], axes[1][column]
+        methods = list(result["methods"])
         for name in methods:
             curve = np.asarray(result["curves"][name])
             top.plot(
@@ -358,7 +407,7 @@ def plot(results: dict, methods: list[str]) -> None:
                 curve + 1e-3,
                 color=colours[name],
                 label=METHODS[name].label,
-                lw=2 if name in ("random", "tpe_asha_all") else 1,
+                lw=2 if name in ("random", default_method()) else 1,
             )
         top.set_yscale("log")
         top.set_xlabel("epochs spent")
@@ -392,7 +441,7 @@ def plot(results: dict, methods: list[str]) -> None:
     plt.close(fig)
 
 
-def log_to_mlflow(uri: str, results: dict, methods: list[str], seeds: int) -> None:
+def log_to_mlflow(uri: str, results: dict, seeds: int) -> None:
     """A run per dataset and method with its figures, under a summary run with the plot."""
     import mlflow
 
@@ -409,8 +458,7 @@ def log_to_mlflow(uri: str, results: dict, methods: list[str], seeds: int) -> No
         )
         mlflow.log_artifact(str(FIGURE))
         for dataset, result in results.items():
-            for name in methods:
-                m = result["methods"][name]
+            for name, m in result["methods"].items():
                 with mlflow.start_run(run_name=f"{dataset} {name}", nested=True):
                     mlflow.log_params({"dataset": dataset, "method": METHODS[name].label})
                     finite = {

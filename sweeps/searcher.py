@@ -167,7 +167,13 @@ class TPE:
             )
 
 
-DEFAULT_TPE = TPE()
+def default_tpe(budget_trials: int) -> TPE:
+    """The engine's TPE, the best setting measured on recorded learning curves
+    (benchmarks/search_replay.py, docs/BENCHMARKS.md): one multivariate density, running
+    trials counted as bad results (constant liar), and a random start-up of half the whole
+    trials the sweep's budget affords, between 2 and Optuna's 10 (a laptop sweep of 4 trials
+    is not all random)."""
+    return TPE(startup=min(10, max(2, budget_trials // 2)), multivariate=True, constant_liar=True)
 
 
 def make_searcher(
@@ -181,8 +187,8 @@ def make_searcher(
     tpe: TPE | None = None,
     warm_start: Sequence[FrozenTrial] = (),
 ) -> PruningAwareOptunaSearch:
-    """TPE (`tpe`, default DEFAULT_TPE), seeded, on a persistent study named after the sweep
-    (two sweeps never merge; None: in memory), optimising `metrics` in `modes` (default:
+    """TPE (`tpe`; None: Optuna's own defaults), seeded, on a persistent study named after the
+    sweep (two sweeps never merge; None: in memory), optimising `metrics` in `modes` (default:
     minimise val_bpd; two make it Optuna's multi-objective TPE); with `study_copy` (its URI
     beside the sweep's state on remote storage), the study travels with the state;
     `warm_start`: an earlier sweep's trials (earlier_trials), told to the new study first."""
@@ -194,7 +200,7 @@ def make_searcher(
         mode=modes if several else modes[0],
         study_name=study_name,
         storage=optuna.storages.RDBStorage(storage_url) if storage_url else None,
-        sampler=(tpe or DEFAULT_TPE).sampler(seed),
+        sampler=(tpe or TPE()).sampler(seed),
         max_iterations=max_epochs,
         study_copy=study_copy,
         warm_start=warm_start,

@@ -252,8 +252,8 @@ def test_optuna_is_told_which_trials_were_pruned(done):
 
 def test_warm_start_starts_tpe_from_the_earlier_sweep_s_trials(done):
     """--warm-start first: the new sweep's study begins with the first sweep's trials, as they
-    ended (complete or pruned), and its own trial is number 0 (seed 0) after them. Its own
-    MLflow store, so that the other tests' counts of runs stay as they are."""
+    ended (complete or pruned), and its own trial is number 0 (named 00, seed 0) after them.
+    Its own MLflow store, so that the other tests' counts of runs stay as they are."""
     job, _, _ = done
     store = job / "warm.db"
     migrated_store(store)
@@ -269,7 +269,7 @@ def test_warm_start_starts_tpe_from_the_earlier_sweep_s_trials(done):
     assert told == [(t.params, t.values, t.state) for t in first.trials]
     assert len(warm.trials) == SAMPLES + 1
     (trial,) = trial_runs(f"sqlite:///{store}", "warm")
-    assert trial.info.run_name.startswith("0 ") and trial.data.params["train.seed"] == "0"
+    assert trial.info.run_name.startswith("00 ") and trial.data.params["train.seed"] == "0"
     parent = MlflowClient(f"sqlite:///{store}").get_run(trial.data.tags["mlflow.parentRunId"])
     assert parent.data.params["warm_start"] == "first"
     missing = sweep(job, "--name", "cold", "--warm-start", "nosuch")
