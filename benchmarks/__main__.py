@@ -31,6 +31,9 @@ BENCHMARKS = {
     "platform_overhead": ([], ["--quick"]),
     "cluster_scaling": (["--trials", "8"], ["--trials", "4"]),
     "search_efficiency": (["--data-root", DATA], ["--data-root", DATA, "--quick"]),
+    # on benchmarks/curves/, recorded once: `python benchmarks/curves.py record` (55 min)
+    "search_replay": ([], ["--seeds", "2", "--method", "tpe_asha_all"]),
+    "search_live": (["--data-root", DATA], ["--data-root", DATA, "--seeds", "1", "--trials", "2"]),
     "seed_mlp_tf": ([], ["--quick"]),
     "seed_keras_conv": ([], ["--quick"]),
     "seed_study": ([], ["--quick"]),

@@ -40,7 +40,7 @@ def main() -> None:
     parser.add_argument("--data-root", default=str(REPO.parent / "shared" / "data"))
     parser.add_argument("--seeds", type=int, default=5, help="pairs of sweeps (default 5)")
     parser.add_argument(
-        "--trials", type=int, default=12, help="random search's trials, N (default 12)"
+        "--trials", type=int, default=6, help="random search's trials, N (default 6)"
     )
     parser.add_argument(
         "--tracking-uri",
