@@ -5,10 +5,11 @@ real trainer through the real sweep engine, several seeds, the same budget of ep
     python benchmarks/search_live.py --data-root ../shared/data               # 5 seeds
     python benchmarks/search_live.py --data-root ../shared/data --seeds 1 --trials 4
 
-The setting is the recorded table's (benchmarks/curves.py): sweeps/mnist.py's space, the MLP
-256-256 on 4,800 training and 1,200 validation MNIST images, EPOCHS epochs a whole trial.
-Random search: N trials of EPOCHS epochs, FIFO; the default: no search flag at all, trials
-proposed until the same N x EPOCHS epochs are spent (--epoch-budget). Two trials at a time
+The model and data are the recorded table's (benchmarks/curves.py): sweeps/mnist.py's space,
+the MLP 256-256 on 4,800 training and 1,200 validation MNIST images; E = --epochs a whole
+trial (9 by default, a third of the table's: ASHA's rungs 1, 3 and 9).
+Random search: N trials of E epochs, FIFO; the default: no search flag at all, trials
+proposed until the same N x E epochs are spent (--epoch-budget). Two trials at a time
 (this machine's cores). The figure: the share of random search's epochs the default needed
 to reach random search's final best, seed by seed, in the order the epochs were reported.
 Writes benchmarks/results/search_live.json and its section of docs/BENCHMARKS.md; the sweeps
@@ -31,7 +32,7 @@ from search_efficiency import fraction_to_reach, sweep
 sys.path.insert(0, str(REPO / "sweeps"))
 import mnist  # noqa: E402  (the sweep script's SEARCH_SPACE)
 
-from sweeps.searcher import default_tpe  # noqa: E402
+from sweeps.searcher import DEFAULT_TPE  # noqa: E402
 from sweeps.spec import DEFAULTS  # noqa: E402
 
 
@@ -43,19 +44,27 @@ def main() -> None:
         "--trials", type=int, default=6, help="random search's trials, N (default 6)"
     )
     parser.add_argument(
+        "--epochs",
+        type=int,
+        default=9,
+        help=f"epochs of a whole trial (default 9: ASHA's rungs 1, 3, 9; the table's {EPOCHS} "
+        "takes three times as long)",
+    )
+    parser.add_argument(
         "--tracking-uri",
         default=f"sqlite:///{Path.cwd() / 'mlflow-bench.db'}",
         help="MLflow store for the sweeps (default ./mlflow-bench.db)",
     )
     args = parser.parse_args()
-    budget = args.trials * EPOCHS
+    epochs = args.epochs
+    budget = args.trials * epochs
     base = {
         "dataset": "mnist",
         "data_root": args.data_root,
         **{k: v for part in BASE.values() for k, v in part.items() if k != "epochs"},
         "iwae_samples": 8,
     }
-    common = ["--max-epochs", str(EPOCHS), "--data-root", args.data_root]
+    common = ["--max-epochs", str(epochs), "--data-root", args.data_root]
     runs, stamp = [], time.strftime("%Y%m%d-%H%M%S")
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="search-") as tmp:
@@ -90,12 +99,12 @@ def main() -> None:
             )
             print(f"seed {seed}: {runs[-1]}", flush=True)
     minutes = (time.monotonic() - started) / 60
-    save_json("search_live", {"trials": args.trials, "epochs": EPOCHS, "runs": runs,
+    save_json("search_live", {"trials": args.trials, "epochs": epochs, "runs": runs,
                               "minutes": minutes})  # fmt: skip
-    write_section("search_live", report(runs, args.trials, minutes))
+    write_section("search_live", report(runs, args.trials, epochs, minutes))
 
 
-def report(runs: list[dict], trials: int, minutes: float) -> str:
+def report(runs: list[dict], trials: int, epochs: int, minutes: float) -> str:
     shares = sorted(r["share"] for r in runs)
     median = shares[(len(shares) - 1) // 2]
     shown = lambda v: f"{v:.0%}" if math.isfinite(v) else "never"  # noqa: E731
@@ -109,10 +118,11 @@ def report(runs: list[dict], trials: int, minutes: float) -> str:
 
 `{command()}` at commit {commit()} on {machine()}: {minutes:.0f} min.
 
-The recorded table's setting (MLP 256-256, 4,800 training and 1,200 validation MNIST images,
-sweeps/mnist.py's space, {EPOCHS} epochs a whole trial), through the sweep engine, 2 trials at
-a time. Random search: {trials} trials, FIFO. The default: {default_tpe(trials)} with ASHA (grace
-period {DEFAULTS["grace_period"]}), until the same {trials * EPOCHS} epochs are spent.
+The recorded table's model and data (MLP 256-256, 4,800 training and 1,200 validation MNIST
+images, sweeps/mnist.py's space), {epochs} epochs a whole trial, through the sweep engine, 2
+trials at a time. Random search: {trials} trials, FIFO. The default: {DEFAULT_TPE}
+with ASHA (grace period {DEFAULTS["grace_period"]}), until the same {trials * epochs} epochs
+are spent.
 
 | seed | random: best | default: best | default: trials | share to reach random's best |
 |---|---|---|---|---|

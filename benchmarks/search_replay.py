@@ -46,7 +46,7 @@ from curves import DATASETS, EPOCHS, Curves, cost, replay
 sys.path.insert(0, str(REPO / "sweeps"))
 import mnist  # noqa: E402  (the search space the curves were recorded on)
 
-from sweeps.searcher import TPE, default_tpe  # noqa: E402
+from sweeps.searcher import DEFAULT_TPE, TPE  # noqa: E402
 from sweeps.spec import DEFAULTS  # noqa: E402
 
 FIGURE = REPO / "docs" / "figures" / "search_replay.png"
@@ -166,15 +166,10 @@ def run(method: Method, curves_ref, seed: int, folder: str) -> tuple[list[float]
 
 
 def default_method() -> str | None:
-    """The method that is the engine's default search on this budget: default_tpe, with ASHA
+    """The method that is the engine's default search: DEFAULT_TPE, with ASHA
     at the default grace period."""
     for name, m in METHODS.items():
-        if (
-            m.asha
-            and not m.stock
-            and m.tpe == default_tpe(NUM_TRIALS)
-            and m.grace == DEFAULTS["grace_period"]
-        ):
+        if m.asha and not m.stock and m.tpe == DEFAULT_TPE and m.grace == DEFAULTS["grace_period"]:
             return name
     return None
 

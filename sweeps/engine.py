@@ -125,16 +125,6 @@ def _parent_params(spec: SweepSpec) -> dict[str, Any]:
         "objective": spec.objective,
         "metric": spec.metric,
         **({"warm_start": spec.warm_start} if spec.warm_start else {}),
-        **(_tpe_params(spec) if spec.search == "tpe" else {}),
-    }
-
-
-def _tpe_params(spec: SweepSpec) -> dict[str, Any]:
-    tpe = searcher.default_tpe(spec.budget_trials)
-    return {
-        "tpe.startup_trials": tpe.startup,
-        "tpe.multivariate": tpe.multivariate,
-        "tpe.constant_liar": tpe.constant_liar,
     }
 
 

@@ -145,17 +145,16 @@ def _copy_sqlite(source: Path, target: Path) -> None:
 
 @dataclass(frozen=True)
 class TPE:
-    """How TPE proposes. `startup`: trials sampled at random before TPE models the results
-    (None: Optuna's 10); `multivariate`: one joint density over the parameters instead of one
-    per parameter; `constant_liar`: trials still running count as bad results, so that trials
-    proposed at the same time spread out instead of all taking the current best guess."""
+    """How TPE proposes. `startup`: trials sampled at random before TPE models the results;
+    `multivariate`: one joint density over the parameters instead of one per parameter;
+    `constant_liar`: trials still running count as bad results, so that trials proposed at the
+    same time spread out instead of all taking the current best guess."""
 
-    startup: int | None = None
+    startup: int = 10  # Optuna's default
     multivariate: bool = False
     constant_liar: bool = False
 
     def sampler(self, seed: int) -> optuna.samplers.TPESampler:
-        startup = {} if self.startup is None else {"n_startup_trials": self.startup}
         with warnings.catch_warnings():  # multivariate, group and constant_liar: "experimental"
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             return optuna.samplers.TPESampler(
@@ -163,17 +162,14 @@ class TPE:
                 multivariate=self.multivariate,
                 group=self.multivariate,  # conditional spaces: a density per set of params
                 constant_liar=self.constant_liar,
-                **startup,
+                n_startup_trials=self.startup,
             )
 
 
-def default_tpe(budget_trials: int) -> TPE:
-    """The engine's TPE, the best setting measured on recorded learning curves
-    (benchmarks/search_replay.py, docs/BENCHMARKS.md): one multivariate density, running
-    trials counted as bad results (constant liar), and a random start-up of half the whole
-    trials the sweep's budget affords, between 2 and Optuna's 10 (a laptop sweep of 4 trials
-    is not all random)."""
-    return TPE(startup=min(10, max(2, budget_trials // 2)), multivariate=True, constant_liar=True)
+# The engine's TPE: Optuna's defaults. On 512 recorded learning curves no other setting
+# (start-up, multivariate, constant liar, all three) did better on both datasets, and random
+# sampling with ASHA did better than all of them (docs/BENCHMARKS.md, "Search replay").
+DEFAULT_TPE = TPE()
 
 
 def make_searcher(
@@ -187,7 +183,7 @@ def make_searcher(
     tpe: TPE | None = None,
     warm_start: Sequence[FrozenTrial] = (),
 ) -> PruningAwareOptunaSearch:
-    """TPE (`tpe`; None: Optuna's own defaults), seeded, on a persistent study named after the
+    """TPE (`tpe`, default DEFAULT_TPE), seeded, on a persistent study named after the
     sweep (two sweeps never merge; None: in memory), optimising `metrics` in `modes` (default:
     minimise val_bpd; two make it Optuna's multi-objective TPE); with `study_copy` (its URI
     beside the sweep's state on remote storage), the study travels with the state;
@@ -200,7 +196,7 @@ def make_searcher(
         mode=modes if several else modes[0],
         study_name=study_name,
         storage=optuna.storages.RDBStorage(storage_url) if storage_url else None,
-        sampler=(tpe or TPE()).sampler(seed),
+        sampler=(tpe or DEFAULT_TPE).sampler(seed),
         max_iterations=max_epochs,
         study_copy=study_copy,
         warm_start=warm_start,

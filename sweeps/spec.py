@@ -242,14 +242,6 @@ class SweepSpec:
         return "/".join([base.rstrip("/"), *parts]) + mark + query
 
     @property
-    def budget_trials(self) -> int:
-        """Whole trials the sweep can afford: --epoch-budget / --max-epochs, else
-        --num-samples (fewer with --epoch-budget when that is smaller)."""
-        if self.epoch_budget is None:
-            return self.num_samples
-        return min(self.num_samples, max(1, self.epoch_budget // self.max_epochs))
-
-    @property
     def budgeted(self) -> bool:
         """A budget may end the sweep before num_samples trials ran."""
         return self.time_budget is not None or self.epoch_budget is not None

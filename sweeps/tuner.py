@@ -21,7 +21,7 @@ from ray.tune.stopper import Stopper
 from sweeps import preflight
 from sweeps.console import LOGGERS, EpochLines
 from sweeps.lifecycle import EndTrialRuns, Stops, trial_epoch
-from sweeps.searcher import STUDY_COPY, default_tpe, earlier_trials, make_searcher
+from sweeps.searcher import STUDY_COPY, earlier_trials, make_searcher
 from sweeps.space import sampled_keys, trial_name
 from sweeps.spec import SweepSpec
 from sweeps.trainable import SweepContext, train_trial, trial_index
@@ -199,7 +199,6 @@ def build_tuner(
             spec.modes,
             study_copy=spec.on_storage(spec.name, STUDY_COPY) if remote else None,
             warm_start=warm_start or (),
-            tpe=default_tpe(spec.budget_trials),
         )
         if spec.max_concurrent:
             searcher = ConcurrencyLimiter(searcher, max_concurrent=spec.max_concurrent)

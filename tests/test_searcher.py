@@ -1,4 +1,4 @@
-"""The sweep's TPE: its settings scale with the budget, and --warm-start tells a new sweep's
+"""The sweep's TPE: its settings reach Optuna, and --warm-start tells a new sweep's
 TPE an earlier sweep's finished and early-stopped trials that lie in its space before it
 proposes; what cannot be told is refused before anything starts, naming the flag. (The
 end-to-end sweeps: tests/test_sweep.py.)"""
@@ -10,7 +10,7 @@ import pytest
 from optuna.trial import TrialState
 from ray import tune
 
-from sweeps.searcher import TPE, TRIAL_INDEX, default_tpe, earlier_trials, make_searcher
+from sweeps.searcher import DEFAULT_TPE, TPE, TRIAL_INDEX, earlier_trials, make_searcher
 from sweeps.spec import SpecError, parse_spec
 
 NARROW = {"latent_dim": tune.choice([4, 8]), "kl_weight": tune.loguniform(0.5, 2.0)}
@@ -91,23 +91,11 @@ def test_warm_start_needs_tpe_and_another_sweep():
         spec("--warm-start", "new")
 
 
-@pytest.mark.parametrize(
-    ("flags", "trials", "startup"),
-    [
-        ((), 16, 8),  # the default sweep: half its 16 trials start at random
-        (("--num-samples", "4"), 4, 2),  # the laptop's: TPE proposes the last two
-        (("--num-samples", "500", "--epoch-budget", "270", "--max-epochs", "27"), 10, 5),
-        (("--num-samples", "64"), 64, 10),  # never more than Optuna's 10
-    ],
-)
-def test_start_up_trials_are_half_the_trials_the_budget_affords(flags, trials, startup):
-    spec = parse_spec(WIDE, {"dataset": "shapes"}, ["--tracking-uri", "sqlite:///x.db", *flags])
-    assert spec.budget_trials == trials
-    tpe = default_tpe(spec.budget_trials)
-    assert tpe == TPE(startup=startup, multivariate=True, constant_liar=True)
-    sampler = tpe.sampler(seed=0)
+def test_tpe_settings_reach_optuna_and_the_default_is_optuna_s_own():
+    assert DEFAULT_TPE == TPE(startup=10, multivariate=False, constant_liar=False)
+    sampler = TPE(startup=3, multivariate=True, constant_liar=True).sampler(seed=0)
     assert (sampler._n_startup_trials, sampler._multivariate, sampler._constant_liar) == (
-        startup,
+        3,
         True,
         True,
     )
