@@ -64,7 +64,8 @@ def main() -> None:
         **{k: v for part in BASE.values() for k, v in part.items() if k != "epochs"},
         "iwae_samples": 8,
     }
-    common = ["--max-epochs", str(epochs), "--data-root", args.data_root]
+    # CPU trials, said outright: the second sweep of this process finds Ray running already
+    common = ["--max-epochs", str(epochs), "--data-root", args.data_root, "--gpus-per-trial", "0"]
     runs, stamp = [], time.strftime("%Y%m%d-%H%M%S")
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="search-") as tmp:
