@@ -85,10 +85,8 @@ class PruningAwareOptunaSearch(OptunaSearch):
             return
         with tempfile.TemporaryDirectory() as folder:
             saved = Path(folder) / STUDY_COPY
-            fs, path = pafs.FileSystem.from_uri(self._study_copy)
-            if fs.get_file_info(path).type == pafs.FileType.NotFound:
+            if not fetch_study_copy(self._study_copy, saved):
                 return
-            pafs.copy_files(path, str(saved), source_filesystem=fs)
             if _trials_in(study) < _trials_in(saved):  # in place: the study has it open
                 _backup(saved, study)
 
@@ -116,6 +114,16 @@ class PruningAwareOptunaSearch(OptunaSearch):
             trial.report(result[self._metric], result[TRAINING_ITERATION])  # the stopping one
         self._ot_study.tell(trial, state=TrialState.PRUNED)
         self._completed_trials.add(trial_id)
+
+
+def fetch_study_copy(uri: str, target: Path) -> bool:
+    """The study's copy at `uri` (beside a sweep's state on its storage) into `target`; False
+    when there is none."""
+    fs, path = pafs.FileSystem.from_uri(uri)
+    if fs.get_file_info(path).type == pafs.FileType.NotFound:
+        return False
+    pafs.copy_files(path, str(target), source_filesystem=fs)
+    return True
 
 
 def _trials_in(study: Path) -> int:

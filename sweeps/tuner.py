@@ -11,7 +11,6 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import pyarrow.fs as pafs
 from optuna.trial import FrozenTrial
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
@@ -21,7 +20,7 @@ from ray.tune.stopper import Stopper
 from sweeps import preflight
 from sweeps.console import LOGGERS, EpochLines
 from sweeps.lifecycle import EndTrialRuns, Stops, trial_epoch
-from sweeps.searcher import STUDY_COPY, earlier_trials, make_searcher
+from sweeps.searcher import STUDY_COPY, earlier_trials, fetch_study_copy, make_searcher
 from sweeps.space import sampled_keys, trial_name
 from sweeps.spec import SweepSpec
 from sweeps.trainable import SweepContext, train_trial, trial_index
@@ -73,10 +72,9 @@ def warm_start_trials(spec: SweepSpec) -> list[FrozenTrial]:
     study = _study_file(spec, spec.warm_start)
     with tempfile.TemporaryDirectory() as folder:
         if not study.exists() and "://" in spec.storage_path:
-            fs, path = pafs.FileSystem.from_uri(spec.on_storage(spec.warm_start, STUDY_COPY))
-            if fs.get_file_info(path).type == pafs.FileType.File:
-                study = Path(folder) / STUDY_COPY
-                pafs.copy_files(path, str(study), source_filesystem=fs)
+            copy = Path(folder) / STUDY_COPY
+            if fetch_study_copy(spec.on_storage(spec.warm_start, STUDY_COPY), copy):
+                study = copy
         if not study.exists():
             raise ValueError(
                 f"--warm-start {spec.warm_start}: no TPE sweep of that name in "
