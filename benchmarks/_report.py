@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import tempfile
@@ -78,12 +79,12 @@ def save_json(name: str, data: dict) -> Path:
     return path
 
 
-def write_section(name: str, body: str, first: bool = False) -> None:
-    """Replace the section `name` of docs/BENCHMARKS.md, or add it at the end (first: before
-    every other section)."""
+def write_section(name: str, body: str, first: bool = False, doc: Path = DOC) -> None:
+    """Replace the section `name` of `doc` (docs/BENCHMARKS.md), or add it at the end (first:
+    before every other section)."""
     start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
     section = f"{start}\n{body.strip()}\n{end}"
-    text = DOC.read_text() if DOC.exists() else HEADER
+    text = doc.read_text() if doc.exists() else HEADER
     if start in text:
         text = text[: text.index(start)] + section + text[text.index(end) + len(end) :]
     elif first and "<!-- " in text:
@@ -91,11 +92,19 @@ def write_section(name: str, body: str, first: bool = False) -> None:
         text = text[:at] + section + "\n\n" + text[at:]
     else:
         text = text.rstrip("\n") + "\n\n" + section + "\n"
-    DOC.parent.mkdir(exist_ok=True)
-    tmp = DOC.with_name(f".{DOC.name}.tmp")
+    doc.parent.mkdir(exist_ok=True)
+    tmp = doc.with_name(f".{doc.name}.tmp")
     tmp.write_text(text)
-    os.replace(tmp, DOC)
+    os.replace(tmp, doc)
     print(section)
+
+
+def sections(doc: Path) -> list[str]:
+    """The sections of `doc` that scripts wrote with write_section, markers included: what a
+    script that rewrites the whole file keeps."""
+    text = doc.read_text() if doc.exists() else ""
+    found = re.finditer(r"<!-- (\S+):start -->.*?<!-- \1:end -->", text, flags=re.S)
+    return [m.group(0) for m in found]
 
 
 def trial_results(experiment: Path) -> list[tuple[Any, list[dict]]]:

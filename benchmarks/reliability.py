@@ -21,7 +21,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from _report import REPO, command, commit, machine, save_json
+from _report import REPO, command, commit, machine, save_json, sections
 
 DOC = REPO / "docs" / "RELIABILITY.md"
 TESTS = [
@@ -30,9 +30,19 @@ TESTS = [
     "tests/test_tracking_outage.py",
     "tests/test_tracking_server.py::test_two_sweeps_at_once_log_and_register_on_the_server_and_pull_fetches_over_http",
     "tests/test_bad_input.py",
+    "tests/test_bad_input_mid_sweep.py",
+    "tests/test_chaos.py",
     "tests/test_cluster_configs.py::test_a_malformed_launcher_config_is_refused_naming_the_field",
 ]
 WHAT = {
+    "chaos: every kind of fault once": (
+        "one sweep (3 trials, TPE, ASHA) on a loopback Ray (head + 2 workers) and `mlflow "
+        "server` on PostgreSQL, dealt at seeded random times a trial worker SIGKILL, a worker "
+        "node replaced, a server restart and a driver SIGKILL + `--resume` "
+        "(benchmarks/chaos.py; its full run: the Chaos section below)",
+        "counted from Tune, Optuna and MLflow afterwards: every epoch logged once, no run left "
+        "RUNNING, the three agree on every trial's end, one registration, the right champion",
+    ),
     "diverging trials (lr 1e4: NaN at step 2)": (
         "4 trials, search space lr in {1e-3, 1e4}",
         "each diverged trial ends FAILED in Ray and in MLflow (reason tagged), FAIL in Optuna; "
@@ -116,6 +126,32 @@ def input_rows(records: list[dict]) -> list[str]:
     return rows
 
 
+MID_SWEEP = "bad input met mid-sweep"  # a record's case: contained, not refused
+
+
+def mid_sweep_rows(records: list[dict]) -> list[str]:
+    """Bad input met once trials run: what the sweep said and did, and its figures."""
+    rows = [
+        "| input | message (stderr, the trial's run) | what happened | exit | trials failed "
+        "| trials lost | other figures | test |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    shown = {"case", "test", "input", "message", "outcome", "exit_code", "trials_failed"}
+    shown.add("trials_lost")
+    for rec in records:
+        if rec["case"] == MID_SWEEP:
+            message = rec["message"].replace("|", "\\|")
+            other = ", ".join(
+                f"{k.replace('_', ' ')} {v}" for k, v in rec.items() if k not in shown
+            )
+            rows.append(
+                f"| {rec['input']} | `{message}` | {rec['outcome']} | {rec['exit_code']} "
+                f"| {rec['trials_failed']} | {rec.get('trials_lost', '-')} | {other} "
+                f"| `{rec['test'].split('::')[0]}` |"
+            )
+    return rows
+
+
 SECURITY = """
 ## Security
 
@@ -124,6 +160,16 @@ SECURITY = """
   were replaced by a pickle carrying a shell command is refused by `vae-sweep pull` and
   `vae-sweep sample`, and the command never runs
   (`tests/test_bad_input.py::test_weights_replaced_by_a_pickle_are_refused_without_running_it`).
+- A registered version records the sha256 of its weights file (tag `vae_sweep.weights_sha256`,
+  in the tracking store, apart from the artifact store); `vae-sweep pull`, `load_model` and
+  the pyfunc form (against the hash saved in its MLmodel) refuse weights changed after
+  registration, naming the version and both hashes; a version registered before the tag
+  loads with a warning that it is unverified
+  (`tests/test_bad_input.py::test_weights_changed_after_registration_are_refused_naming_the_version`).
+- Who may do what on the tracking server: a reader (`python docker/team-user.py NAME --role
+  reader`) browses and pulls; creating or logging to the team's runs, registering, moving an
+  alias and deleting are refused with 403, naming the permission and who grants it; a writer
+  may do them (`tests/test_permissions.py`, on a real server with PostgreSQL).
 - The tracking server (`docker/compose.yaml`, `docker/tracking-server.sh`) runs with
   basic-auth on and has no default password or key: it refuses to start, naming the variable,
   without them (`tests/test_tracking_server.py`, `tests/test_docker_files.py`).
@@ -138,13 +184,14 @@ SECURITY = """
 ## Checks before compute
 
 Before any trial starts, a sweep prepares the data on the driver (an empty folder or one of
-non-images fails there), checks that `--storage-path` is writable and, when local, has room
-for every trial's checkpoints (about trials x 2 x the model's weights and Adam moments), that
-some node can hold one trial's CPUs and GPUs (on a cluster that may grow, it only warns), and
-runs a zero-CPU task on every live node that can run trials to check it can read the data
-(`tests/test_preflight.py`, on a real three-node Ray and a 2 MiB tmpfs). A disk that fills up
-later fails the checkpointing trial with the path and what to do; the trial resumes from its
-previous checkpoint with `--resume`.
+non-images fails there; a `--data-path` file of another dataset, image size or colour is
+refused naming what it holds and what the config asks), checks that `--storage-path` is
+writable and, when local, has room for every trial's checkpoints (about trials x 2 x the
+model's weights and Adam moments), that some node can hold one trial's CPUs and GPUs (on a
+cluster that may grow, it only warns), and runs a zero-CPU task on every live node that can
+run trials to check it can read the data (`tests/test_preflight.py`, on a real three-node Ray
+and a 2 MiB tmpfs). A disk that fills up later fails the checkpointing trial with the path
+and what to do; the trial resumes from its previous checkpoint with `--resume`.
 """
 
 
@@ -194,7 +241,17 @@ def main() -> None:
         "model versions, aliases) exactly as it was.",
         "",
         *input_rows(records),
+        "",
+        "## Bad input met mid-sweep",
+        "",
+        "Contained: the trial it hits restarts or fails alone, saying why on stderr and on its "
+        "MLflow run; the other trials finish; no metric point is logged twice; a trial that "
+        "could only fail the same way again is not retried (one Ray's OOM killer stopped is: "
+        "its node's memory may free up; Tune retries it at most twice).",
+        "",
+        *mid_sweep_rows(records),
         SECURITY,
+        "\n\n".join(sections(DOC)),  # what other scripts wrote here (tracking_load.py)
     ]
     tmp = DOC.with_name(f".{DOC.name}.tmp")
     tmp.write_text("\n".join(body).rstrip() + "\n")

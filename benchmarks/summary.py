@@ -54,7 +54,7 @@ def search_replay(r: dict) -> list[Row]:
 
 
 def search_live(r: dict) -> list[Row]:
-    shares = sorted(run["share"] for run in r["runs"])
+    shares = sorted(run["default_share"] for run in r["runs"])
     median = shares[(len(shares) - 1) // 2]
     shown = ", ".join(f"{f:.0%}" if math.isfinite(f) else "never" for f in shares)
     measured = f"median {median:.0%} ({shown})" if math.isfinite(median) else f"({shown})"

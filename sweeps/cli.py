@@ -235,6 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     from mlflow.exceptions import MlflowException
 
     from sweeps.registry import ModelNotFoundError
+    from sweeps.tracking import refusal
     from vae_core.data.sources import DatasetNotFoundError
 
     try:
@@ -242,14 +243,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ModelNotFoundError, DatasetNotFoundError, ValueError) as err:
         parser.exit(2, f"vae-sweep: error: {err}\n")
     except MlflowException as err:
-        hint = ""
-        if err.get_http_status_code() in (401, 403):
-            hint = " (check MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD)"
-        parser.exit(
-            2,
-            f"vae-sweep: error: the tracking server refused: "
-            f"{str(err).splitlines()[0][:300]}{hint}\n",
-        )
+        said = refusal(err) or f"the tracking server refused: {str(err).splitlines()[0][:300]}"
+        parser.exit(2, f"vae-sweep: error: {said}\n")
     return 0
 
 

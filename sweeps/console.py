@@ -16,7 +16,7 @@ import time
 from ray import tune
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
-from sweeps.lifecycle import Stops, epochs_spent
+from sweeps.lifecycle import Stops, epochs_spent, error_text
 from sweeps.tracking import NOTE
 
 # Tune adds these loggers itself, and TensorBoard's too (or a warning that it is missing),
@@ -24,6 +24,25 @@ from sweeps.tracking import NOTE
 # that Tune's own analysis reads (result.json, progress.csv).
 LOGGERS = (CSVLoggerCallback, JsonLoggerCallback)
 CHECKPOINT_LOGGER = "ray.train._internal.storage"  # "Checkpoint successfully created at ..."
+
+
+ANALYSIS_LOGGER = "ray.tune.analysis.experiment_analysis"
+
+
+class _NeverStarted(logging.Filter):
+    """Tune's "Failed to fetch metrics for N trial(s)", a line each: the trials a budget
+    stopped the sweep before they started have no results to fetch (the summary counts what
+    did run)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Failed to fetch metrics for")
+
+
+def quiet_unstarted_trials() -> None:
+    """On the driver: no warning per trial that never started."""
+    logger = logging.getLogger(ANALYSIS_LOGGER)
+    if not any(isinstance(f, _NeverStarted) for f in logger.filters):
+        logger.addFilter(_NeverStarted())
 
 
 def quiet_trial_logs() -> None:
@@ -66,7 +85,8 @@ class EpochLines(tune.Callback):
     def on_trial_error(self, iteration: int, trials: list, trial, **info):
         epoch = int((trial.last_result or {}).get("epoch", 0))
         print(
-            f"{self._name(trial)}   FAILED after epoch {epoch}; error file {trial.error_file}",
+            f"{self._name(trial)}   FAILED after epoch {epoch}: {error_text(trial)[:300]}; "
+            f"error file {trial.error_file}",
             flush=True,
         )
 

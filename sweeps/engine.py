@@ -1,5 +1,5 @@
-"""Run a sweep: Optuna proposes, ASHA stops, Ray Tune schedules, MLflow records, the registry
-keeps the best.
+"""Run a sweep: Tune samples (or Optuna's TPE proposes), ASHA stops, Ray Tune schedules, MLflow
+records, the registry keeps the best.
 
 Each sweep script (sweeps/celeba.py, ...) holds a literal search space and base config and
 calls `main`. The script may be a copy made by `ray submit` (only the file travels): all it
@@ -10,6 +10,7 @@ needs is the installed package. Who does what:
     comparable.py which models compare (one key per sweep and registered model)
     cluster.py    what the cluster has and may start: each trial's resources
     tuner.py      the Tuner: searcher, scheduler, budgets, restore
+    warm_start.py --warm-start: an earlier sweep's trials for TPE
     lifecycle.py  the MLflow runs, parent and trials: the only code that ends one
     finish.py     the best trial evaluated, registered, drawn and summarised
 """
@@ -24,15 +25,17 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import ray
+from mlflow.exceptions import MlflowException
 from ray import tune
 
-from sweeps import comparable, plan, preflight, provenance, registry, searcher, tracking
+from sweeps import comparable, console, plan, preflight, provenance, registry, searcher, tracking
 from sweeps import tuner as tuners
 from sweeps.cluster import Cluster
 from sweeps.finish import Outcome, finish, print_summary, sweep_description
 from sweeps.lifecycle import SweepInterrupted, SweepRuns
 from sweeps.space import describe_space
 from sweeps.spec import SweepSpec, build_parser, parse_spec
+from sweeps.warm_start import warm_start_trials
 from vae_core import ConfigError, load_splits
 from vae_core.data.arrow import PrepareError
 
@@ -57,6 +60,10 @@ def main(
         parser.exit(130, f"{parser.prog}: {err}\n")
     except (ConfigError, ValueError, FileNotFoundError, PrepareError) as err:
         parser.exit(2, f"{parser.prog}: error: {err}\n")
+    except MlflowException as err:  # a login or a permission the tracking server refused
+        if (said := tracking.refusal(err)) is None:
+            raise
+        parser.exit(2, f"{parser.prog}: error: {said}\n")
 
 
 def run_sweep(spec: SweepSpec) -> Outcome | None:
@@ -66,12 +73,13 @@ def run_sweep(spec: SweepSpec) -> Outcome | None:
         print(plan.plan(spec))
         return None
     tracking.quiet_downloads()
+    console.quiet_unstarted_trials()
     runs = SweepRuns(spec.tracking_uri, spec.experiment, spec.name)
     if (kept := runs.look_up(spec.resume)) is not None:  # the name, before anything else
         spec = spec.resumed(kept)
         tuners.check_restorable(spec)
     registry.check_name(spec.tracking_uri, spec.registry_name, comparable.key(spec.base))
-    warm_start = tuners.warm_start_trials(spec)  # before any compute: it may be missing
+    warm_start = warm_start_trials(spec)  # before any compute: it may be missing
     print(f"vae-sweep: preparing {spec.dataset} (once per node)", file=sys.stderr)
     load_splits(spec.base)  # readable here, and decoded into the node cache before any trial
     if not spec.resume:
@@ -103,6 +111,7 @@ def run_sweep(spec: SweepSpec) -> Outcome | None:
         runs.end("FAILED", err)
         raise
     counts = runs.outcomes()
+    outcome.failed = runs.failures()  # why, in the summary and on the sweep's run
     runs.end(
         "FINISHED",
         note=sweep_description(outcome, counts, spec.command),

@@ -14,6 +14,7 @@ logs and registers. On a local Ray of the driver's own they run in the driver, w
 from __future__ import annotations
 
 import math
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import optuna
 import ray
 import torch
 from mlflow.entities import Metric, RunTag
@@ -28,7 +30,8 @@ from mlflow.tracking import MlflowClient
 from pyarrow.fs import FileType
 
 from sweeps import comparable, provenance
-from sweeps.plots import ARTIFACT_PATH, log_sweep_plots, trial_label
+from sweeps.checkpoints import damage
+from sweeps.plots import ARTIFACT_PATH, log_sweep_plots, study_of, trial_label
 from sweeps.registry import KEY, Registered, log_and_register, make_champion
 from sweeps.spec import DISTORTION, METRIC, RATE, SweepSpec
 from sweeps.tracking import BEST, NOTE, uri_flag
@@ -66,6 +69,7 @@ class Outcome:
     note: str = ""  # how the champion was picked, when that needs saying
     best_trial: str = ""  # its run's name
     experiment_id: str = ""
+    failed: list[str] = field(default_factory=list)  # `<trial>: <why>`, one per failed trial
 
 
 @dataclass
@@ -85,6 +89,17 @@ def _exists(checkpoint) -> bool:
     return checkpoint.filesystem.get_file_info(checkpoint.path).type != FileType.NotFound
 
 
+def _usable(checkpoint) -> bool:
+    """Still stored, and its file whole: one cut short (a trial restarted past it) is passed
+    over, saying so, instead of failing the sweep's end when it reads it."""
+    if not _exists(checkpoint):
+        return False
+    if (why := damage(checkpoint)) is None:
+        return True
+    print(f"vae-sweep: {why}; passed over", file=sys.stderr)
+    return False
+
+
 def best_checkpoint(results, metric: str = METRIC, mode: str = "min") -> Candidate | None:
     """The best (`mode` min or max) `metric` checkpoint Tune kept of any trial. Chosen among
     checkpoints, not epochs, so that the registered weights are the ones whose metric is
@@ -94,7 +109,7 @@ def best_checkpoint(results, metric: str = METRIC, mode: str = "min") -> Candida
         (metrics[metric] * (-1 if mode == "max" else 1), n, Candidate(result, checkpoint, metrics))
         for n, result in enumerate(results)
         for checkpoint, metrics in result.best_checkpoints or []
-        if math.isfinite(metrics.get(metric, math.nan)) and _exists(checkpoint)
+        if math.isfinite(metrics.get(metric, math.nan)) and _usable(checkpoint)
     ]
     return min(kept, key=lambda k: k[:2])[2] if kept else None
 
@@ -108,7 +123,7 @@ def pareto_front(results) -> list[Candidate]:
             (int(m.get("epoch", 0)), Candidate(result, c, m))
             for c, m in result.best_checkpoints or []
             if all(math.isfinite(m.get(k, math.nan)) for k in (RATE, DISTORTION, METRIC))
-            and _exists(c)
+            and _usable(c)
         ]
         if kept:
             last.append(max(kept, key=lambda k: k[0])[1])
@@ -322,12 +337,16 @@ def finish(
         front = _front_table(members, tests, registered)
         client.log_table(parent, _columns(front), f"{ARTIFACT_PATH}/pareto_front.json")
     _log_grids(client, parent, grids)
+    study = (  # TPE's own, or the trials of a random sweep as a study
+        optuna.load_study(study_name=spec.name, storage=study_db)
+        if study_db
+        else study_of(results, dict(spec.space), spec.searched, spec.modes, spec.max_epochs)
+    )
     log_sweep_plots(
         client,
         parent,
         results,
-        spec.name,
-        study_db,
+        study,
         chosen.result,
         [c.trial for c in members] if spec.multi_objective else None,
     )
@@ -398,11 +417,12 @@ def sweep_description(outcome: Outcome, counts: dict[str, int], command: str) ->
     total = sum(counts.values())
     parts = ", ".join(f"{n} {OUTCOME_WORDS.get(what, what)}" for what, n in counts.items())
     r, best = outcome.registered, outcome.best_metrics
+    failed = "".join(f"\nFailed: {line}" for line in outcome.failed)
     return (
         f"Sweep {outcome.name}: {total} trials ({parts}) of `{command}`.\n"
         f"Best: trial {outcome.best_trial}, {outcome.metric} {best[outcome.metric]:.4f} on "
         f"validation; registered as {r.name} version {r.version} (@{r.alias}); test_bpd "
-        f"{outcome.test_metrics['test_bpd']:.4f} (reported only)."
+        f"{outcome.test_metrics['test_bpd']:.4f} (reported only).{failed}"
     )
 
 
@@ -449,6 +469,7 @@ def print_summary(outcome: Outcome, registry_name: str) -> None:
         f"{uri_flag(store)}",
         f"  browse       {browse}",
         *_log_summary(outcome.logs),
+        *(f"  failed       {line[:600]}" for line in outcome.failed),
     ]
     print("\n".join(lines))
 

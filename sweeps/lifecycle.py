@@ -70,6 +70,7 @@ class TrialRun:
             self._open,
             *(experiment_id, parent_run_id, run_id, name, trial_id, tags, params),
         )
+        self.continued = bool(self.tags)  # a run that existed: it may hold epochs already
         self.outbox = Outbox(self.client, self.run_id)
 
     def _open(self, experiment_id, parent_run_id, run_id, name, trial_id, tags, params):
@@ -105,6 +106,20 @@ class TrialRun:
         """Take over what the checkpoint in `folder` had not yet delivered."""
         self.outbox.close()
         self.outbox = Outbox.load(folder, self.client, self.run_id)
+
+    def steps_logged(self, key: str) -> set[int]:
+        """The steps of metric `key` this run holds, on the server or waiting in the outbox:
+        a trial restarted from an earlier checkpoint than its run reached trains those epochs
+        again, and MLflow would keep a second point for each."""
+        if not self.continued:
+            return set()
+        history = tracking.patiently(
+            f"run {self.run_id}", self.client.get_metric_history, self.run_id, key
+        )
+        waiting = {
+            m[3] for item in self.outbox.pending for m in item.get("metrics", []) if m[0] == key
+        }
+        return {m.step for m in history} | waiting
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         now = int(time.time() * 1000)
@@ -201,10 +216,17 @@ def failed(error: str, epoch: int | None = None) -> dict[str, str]:
 
 
 def error_text(trial) -> str:
+    """A trial's last failure in a line, from Tune's error file: the exception's own line (a
+    traceback ends with it); for Ray's OOM killer its first two (the node's memory, the
+    threshold: the rest is advice)."""
     path = getattr(trial, "error_file", None)
     text = Path(path).read_text() if path and Path(path).exists() else "unknown error"
-    lines = [line for line in text.strip().splitlines() if line.strip()]
-    return (lines[-1] if lines else text)[:5000]
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    starts = [i for i, line in enumerate(lines) if line.startswith("Failure # ")]
+    last = lines[starts[-1] + 1 :] if starts else lines  # Tune appends one block per failure
+    if last and "running low on memory" in last[0]:
+        return " ".join(last[:2])[:5000]
+    return (last[-1] if last else text)[:5000]
 
 
 def end_if_running(client: MlflowClient, run_id: str, status: str, tags: dict[str, str]) -> bool:
@@ -323,6 +345,17 @@ class SweepRuns:
         self.parent = run.info.run_id
         tracking.log_params(self.client, self.parent, params)
         return self.parent
+
+    def failures(self) -> list[str]:
+        """`<trial run>: <why>` for each of the sweep's trials that failed."""
+        runs = tracking.search_all(
+            self.client,
+            [self.experiment_id],
+            f"tags.`{PARENT}` = '{self.parent}' and tags.`{OUTCOME}` = 'failed'",
+        )
+        return sorted(
+            f"{r.info.run_name}: {r.data.tags.get(ERROR, 'unknown error')}" for r in runs
+        )
 
     def outcomes(self) -> dict[str, int]:
         """How many of the sweep's trial runs ended how (completed, pruned, failed, ...)."""

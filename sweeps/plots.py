@@ -21,6 +21,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 import optuna  # noqa: E402
 from mlflow.entities import RunTag  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
+from optuna.trial import TrialState  # noqa: E402
+from ray.tune.result import TRAINING_ITERATION  # noqa: E402
+from ray.tune.search.optuna import OptunaSearch  # noqa: E402
+
+from sweeps.space import grid_values  # noqa: E402
 
 ARTIFACT_PATH = "sweep"
 PAGE = "plots.html"  # the interactive figures, under ARTIFACT_PATH
@@ -204,6 +209,47 @@ def write_page(figures: dict[str, object], path: Path) -> None:
     )
 
 
+def study_of(results, space: dict, metrics: list[str], modes: list[str], max_epochs: int):
+    """A sweep's trials as an in-memory Optuna study, as PruningAwareOptunaSearch would have
+    kept them (a trial stopped before max_epochs is PRUNED, with its curve): a random sweep
+    has no study, and Optuna's history and importances are drawn from this one."""
+    grids = {k: v for k, v in space.items() if grid_values(v) is not None}
+    distributions = OptunaSearch.convert_search_space(
+        {k: v for k, v in space.items() if k not in grids}
+    ) | {k: optuna.distributions.CategoricalDistribution(grid_values(v)) for k, v in grids.items()}
+    directions = ["minimize" if m == "min" else "maximize" for m in modes]
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "A new study created" line
+    try:
+        study = optuna.create_study(directions=directions)
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+    for result in results:
+        history = result.metrics_dataframe
+        if result.error or history is None or not set(metrics) <= set(history):
+            continue
+        history = history.dropna(subset=metrics)
+        if history.empty:
+            continue
+        complete = history[TRAINING_ITERATION].iloc[-1] >= max_epochs
+        curve = history[TRAINING_ITERATION], history[metrics[0]]
+        told = complete or len(metrics) == 1  # Optuna: a pruned trial's value is its last
+        study.add_trial(
+            optuna.trial.create_trial(
+                state=TrialState.COMPLETE if complete else TrialState.PRUNED,
+                values=[float(history[m].iloc[-1]) for m in metrics] if told else None,
+                params={k: result.config[k] for k in distributions},
+                distributions=distributions,
+                intermediate_values=(
+                    {int(i): float(v) for i, v in zip(*curve, strict=True)}
+                    if len(metrics) == 1
+                    else {}
+                ),
+            )
+        )
+    return study
+
+
 def _optuna_plots(study: optuna.Study, folder: Path, figures: dict) -> list[str]:
     """History and importances: PNG files in `folder`, interactive figures added to
     `figures`; returns what could not be drawn and why."""
@@ -243,8 +289,7 @@ def log_sweep_plots(
     client: MlflowClient,
     run_id: str,
     results,
-    study_name: str,
-    study_storage: str | None,
+    study: optuna.Study,
     best,
     front: list[str] | None = None,
 ) -> None:
@@ -259,9 +304,7 @@ def log_sweep_plots(
         if points and best_point:
             _rate_distortion_png(points, best_point, members, folder / "rate_distortion.png")
             figures["rate-distortion"] = _rate_distortion_figure(points, best_point, members)
-        if study_storage is not None:  # TPE sweeps have an Optuna study; random ones do not
-            study = optuna.load_study(study_name=study_name, storage=study_storage)
-            skipped = _optuna_plots(study, folder, figures)
+        skipped = _optuna_plots(study, folder, figures)
         if figures:
             write_page(figures, folder / PAGE)
         client.log_artifacts(run_id, str(folder), ARTIFACT_PATH)

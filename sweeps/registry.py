@@ -12,6 +12,13 @@ reports, it does not select. A registered model holds one comparability key
 (sweeps.comparable, tag `vae_sweep.key`): a sweep of another key is refused before it starts.
 `models:/NAME@champion` or `NAME@champion` (or `NAME/3`) find a version.
 
+A version records the sha256 of its weights file (tag `vae_sweep.weights_sha256`, in the
+tracking store, apart from the artifact store that holds the file): `download`, so `vae-sweep
+pull`, `load_model` and every command that loads a model, refuse weights changed after
+registration, naming the version and both hashes; the pyfunc form (sweeps/serving.py) checks
+the same hash, saved in its MLmodel. A version registered before the tag existed loads with a
+warning that its weights are not verified.
+
 Registration is idempotent per sweep (a version tagged with the sweep's run id is reused, so a
 sweep resumed after its driver died never registers twice), and the champion settles on the
 best of the current champion and every newer version on the same data, checked again after
@@ -24,6 +31,7 @@ import json
 import math
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -41,18 +49,24 @@ from mlflow.tracking import MlflowClient
 from mlflow.types import ParamSchema, ParamSpec, Schema, TensorSpec
 from mlflow.utils.mlflow_tags import MLFLOW_MODEL_VERSIONS
 
-from vae_core.checkpoint import CHECKPOINT_NAME, read_checkpoint
+from vae_core.checkpoint import CHECKPOINT_NAME, file_sha256, read_checkpoint
 from vae_core.checkpoint import load_model as load_checkpoint_model
 from vae_core.model import VAE
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 KEY, PROMOTED_ON = "vae_sweep.key", "vae_sweep.promoted_on"  # tags of model and versions
 PROMOTED_MODE = "vae_sweep.promoted_mode"  # min, or max for a score
+WEIGHTS_SHA256 = "vae_sweep.weights_sha256"  # on a version: the sha256 of its checkpoint file
 SERVING_CODE = Path(__file__).with_name("serving.py")
 
 
 class ModelNotFoundError(LookupError):
     """A registered name, version or alias that does not exist; the message lists what does."""
+
+
+class WeightsChangedError(ValueError):
+    """A version's weights file is not the one registered; the message names the version and
+    both hashes."""
 
 
 @dataclass
@@ -111,7 +125,9 @@ def log_and_register(
     earlier = client.search_model_versions(same)
     if earlier:
         return _settle_aliases(client, name, str(earlier[0].version))
-    model_id = _log_model(client, run_id, checkpoint)
+    weights = file_sha256(checkpoint)
+    tags = {**tags, WEIGHTS_SHA256: weights}
+    model_id = _log_model(client, run_id, checkpoint, weights)
     with using_tracking_uri(tracking_uri):  # the SQL registry looks the logged model up
         version = client.create_model_version(  # through the global tracking URI
             name,
@@ -144,10 +160,11 @@ def make_champion(tracking_uri: str, name: str, version: str, why: str) -> Regis
     return Registered(name, version, CHAMPION, previous)
 
 
-def _log_model(client: MlflowClient, run_id: str, checkpoint: Path) -> str:
-    """The checkpoint (+ its config) as a pyfunc logged model of `run_id`; its id. Through the
-    client alone: MLflow's fluent log_model needs an active run, and leaving
-    `mlflow.start_run(run_id=...)` ends that run FINISHED, whatever its owner meant."""
+def _log_model(client: MlflowClient, run_id: str, checkpoint: Path, weights: str) -> str:
+    """The checkpoint (+ its config) as a pyfunc logged model of `run_id`, its sha256
+    `weights` in the MLmodel for the pyfunc to check; its id. Through the client alone:
+    MLflow's fluent log_model needs an active run, and leaving `mlflow.start_run(run_id=...)`
+    ends that run FINISHED, whatever its owner meant."""
     config = read_checkpoint(checkpoint).config
     run = client.get_run(run_id)
     model = client.create_logged_model(
@@ -171,6 +188,7 @@ def _log_model(client: MlflowClient, run_id: str, checkpoint: Path) -> str:
                 ),
                 python_model=str(SERVING_CODE),
                 artifacts={"checkpoint": str(staged), "config": str(config_file)},
+                model_config={"weights_sha256": weights},
                 signature=signature_for(*shape[:2]),
                 input_example=np.zeros((1, *shape), dtype=np.uint8),
                 pip_requirements=["vae-sweep"],
@@ -330,7 +348,33 @@ def download(tracking_uri: str, ref: str, out: Path) -> Path:
         raise ModelNotFoundError(
             f"{version.name}/{version.version} holds no {CHECKPOINT_NAME}: not a vae-sweep model"
         )
+    verify_weights(version, found[0])
     return found[0]
+
+
+def verify_weights(version, path: Path) -> None:
+    """Refuse a version's weights unless they are a safetensors checkpoint (nothing in it is
+    run) whose sha256 is the one registered; warn for a version registered before hashes
+    were."""
+    read_checkpoint(path)  # CheckpointError naming the file for a pickle or a cut-short file
+    ref = f"{version.name}/{version.version}"
+    expected = version.tags.get(WEIGHTS_SHA256)
+    if expected is None:
+        print(
+            f"vae-sweep: warning: {ref} was registered before vae-sweep recorded a hash of the "
+            f"weights (tag {WEIGHTS_SHA256}): they are loaded unverified",
+            file=sys.stderr,
+        )
+        return
+    found = file_sha256(path)
+    if found != expected:
+        raise WeightsChangedError(
+            f"{ref}: its weights file {CHECKPOINT_NAME} has sha256 {found}, the version was "
+            f"registered with sha256 {expected} (tag {WEIGHTS_SHA256}): the weights were "
+            "changed after registration, refused. Restore the file in the artifact store, or "
+            f"make another version champion (vae-sweep promote {version.name} VERSION --reason "
+            "...)"
+        )
 
 
 def load_model(

@@ -229,6 +229,13 @@ def earlier_trials(
         )
     distributions = OptunaSearch.convert_search_space(space)
     told = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+    kept = in_space(told, distributions, study_name)
+    return kept, len(study.trials) - len(kept)
+
+
+def in_space(told: list[FrozenTrial], distributions: dict, sweep: str) -> list[FrozenTrial]:
+    """The trials of `told` whose params `distributions` hold (an Optuna space); raises
+    ValueError naming --warm-start when there is none."""
     kept = [
         trial
         for trial in told
@@ -237,11 +244,11 @@ def earlier_trials(
     ]
     if not kept:
         raise ValueError(
-            f"--warm-start {study_name}: none of its {len(told)} finished or stopped trials "
+            f"--warm-start {sweep}: none of its {len(told)} finished or stopped trials "
             f"lies in this sweep's space ({', '.join(sorted(distributions))}); warm-start from "
             "a sweep of the same parameters, whose values this space's ranges and choices hold"
         )
-    return kept, len(study.trials) - len(kept)
+    return kept
 
 
 def _holds(distribution: optuna.distributions.BaseDistribution, value) -> bool:

@@ -7,8 +7,10 @@
 `images`: uint8 pixels at the model's size, (N, C, H, W) as torch has them or (N, H, W, C) as
 a stack of PIL images (`np.stack([np.asarray(im) for im in pil_images])`) has them; a
 reconstruction comes back in the layout given, float32 in [0, 1]. The weights are read from
-the safetensors checkpoint by vae_core (installed), never unpickled. For the VAE object itself
-use `sweeps.registry.load_model("celeba-vae@champion")`.
+the safetensors checkpoint by vae_core (installed), never unpickled, and only if their sha256
+is the one saved when the model was logged (model_config.weights_sha256 in its MLmodel). For
+the VAE object itself use `sweeps.registry.load_model("celeba-vae@champion")`, which checks
+the hash the registry keeps.
 """
 
 from __future__ import annotations
@@ -20,9 +22,17 @@ import torch
 
 class VAEPyfunc(mlflow.pyfunc.PythonModel):
     def load_context(self, context) -> None:
-        from vae_core.checkpoint import load_model
+        from vae_core.checkpoint import file_sha256, load_model
 
-        self.model = load_model(context.artifacts["checkpoint"])
+        path = context.artifacts["checkpoint"]
+        expected = (context.model_config or {}).get("weights_sha256")  # None: logged before
+        if expected is not None and (found := file_sha256(path)) != expected:
+            raise ValueError(
+                f"{path}: sha256 {found}, the model was logged with sha256 {expected} "
+                "(model_config.weights_sha256 in its MLmodel): its weights were changed "
+                "after it was logged, refused"
+            )
+        self.model = load_model(path)
 
     def predict(self, context, model_input: np.ndarray, params: dict | None = None) -> np.ndarray:
         output = (params or {}).get("output", "latent")

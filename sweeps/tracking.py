@@ -31,6 +31,8 @@ OUTCOMES = "vae_sweep.outcomes"  # on the parent, at the end: {outcome: trials} 
 STOP_REASON = "vae_sweep.stop_reason"
 ERROR = "vae_sweep.error"
 DIVERGED = "vae_sweep.diverged"  # set on a trial run whose loss became NaN/inf
+OUT_OF_MEMORY = "vae_sweep.out_of_memory"  # on a trial run whose model or batch did not fit
+RESTARTED = "vae_sweep.restarted"  # on a trial run restarted past a damaged checkpoint
 DEVICE = "vae_sweep.device"  # on a trial run: where it trained (cuda:0, cpu, cpu (why))
 PARENT = "mlflow.parentRunId"
 NOTE = "mlflow.note.content"  # a run's description, as the UI shows and edits it
@@ -107,6 +109,33 @@ def create_experiment(
         if err.error_code != "RESOURCE_ALREADY_EXISTS":
             raise
     return client.get_experiment_by_name(name).experiment_id
+
+
+def refusal(err: MlflowException) -> str | None:
+    """What to tell the user when the tracking server refused a call: a login it does not
+    take (401), or a permission the user lacks (403), which one, and who grants it
+    (docker/README.md). None for any other error."""
+    status = err.get_http_status_code()
+    said = str(err).splitlines()[0][:300]
+    if status == 401:
+        return (
+            f"the tracking server refused the login ({said}); check "
+            "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD"
+        )
+    if status != 403:
+        return None
+    # MLflow's message: "API request to endpoint /api/2.0/mlflow/runs/create failed with ..."
+    endpoint = said.split("endpoint ", 1)[-1].split(" ", 1)[0] if "endpoint " in said else "it"
+    if "registered-models" in endpoint or "model-versions" in endpoint:
+        needs = "changing a registered model needs EDIT on it (deleting from it, MANAGE)"
+    else:
+        needs = "logging runs and artifacts needs EDIT on the experiment"
+    user = os.environ.get("MLFLOW_TRACKING_USERNAME") or "this user"
+    return (
+        f"the tracking server refused {endpoint} to {user} (403 Permission denied): {needs}, "
+        f"and {user} may only read it. An admin of the server grants the writer role: "
+        f"python docker/team-user.py {user} --role writer (docker/README.md)"
+    )
 
 
 def stepped_images(pngs: list[Path], step: int, into: Path) -> None:

@@ -10,7 +10,9 @@ from __future__ import annotations
 import errno
 import math
 import os
+import re
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -23,12 +25,12 @@ import ray
 import torch
 from ray import tune
 
-from sweeps import console, outbox, tracking
+from sweeps import checkpoints, console, outbox, tracking
 from sweeps.lifecycle import TrialRun, failed
 from sweeps.searcher import TRIAL_INDEX
-from sweeps.tracking import DEVICE, DIVERGED
+from sweeps.tracking import DEVICE, DIVERGED, OUT_OF_MEMORY, RESTARTED
 from vae_core import Config, DivergenceError, fit, load_splits, read_checkpoint
-from vae_core.checkpoint import CHECKPOINT_NAME
+from vae_core.checkpoint import CHECKPOINT_NAME, Checkpoint, CheckpointError
 from vae_core.trainer import TrainState, select_device
 
 REPORTED = (
@@ -118,13 +120,11 @@ def train_trial(params: dict[str, Any], context: SweepContext) -> None:
     entered_at, spent = time.time(), {}  # seconds not spent training, by part (benchmarks)
     tune_ctx = tune.get_context()
     config = context.trial_config(params, trial_index(params, tune_ctx.get_trial_id()))
-    resume, run_id, kept = None, None, Path(tempfile.mkdtemp(prefix="restored-"))
+    resume, restarted, kept = None, "", Path(tempfile.mkdtemp(prefix="restored-"))
     if (ckpt := tune.get_checkpoint()) is not None:
-        with ckpt.as_directory() as folder:
-            resume = read_checkpoint(Path(folder) / CHECKPOINT_NAME)
-            if (Path(folder) / outbox.FOLDER).exists():
-                shutil.copytree(Path(folder) / outbox.FOLDER, kept / outbox.FOLDER)
-        run_id = resume.extra.get("mlflow_run_id")
+        resume, restarted = _restored(ckpt, kept, tune_ctx.get_trial_name())
+    # None: found by the trial's id (a restart from scratch, or before its first checkpoint)
+    run_id = resume.extra.get("mlflow_run_id") if resume is not None else None
     with timed(spent, "open_run"):
         run = TrialRun(
             context.tracking_uri,
@@ -137,6 +137,7 @@ def train_trial(params: dict[str, Any], context: SweepContext) -> None:
                 "ray.node_id": ray.get_runtime_context().get_node_id(),
                 "ray.worker_pid": str(os.getpid()),
                 DEVICE: device_used(config, context.gpus_per_trial),
+                **({RESTARTED: restarted[:5000]} if restarted else {}),
             },
             params={
                 **config.flat(),
@@ -146,12 +147,8 @@ def train_trial(params: dict[str, Any], context: SweepContext) -> None:
         )
     run.restore_outbox(kept)
     shutil.rmtree(kept, ignore_errors=True)
-    if diverged := run.tags.get(DIVERGED):
-        # Tune retries every failed trial; resuming a diverged one from its last checkpoint
-        # (exact RNG state) would only diverge again, so the retry fails at once.
-        err = DivergenceError(f"{diverged} (not retried: it would diverge again)")
-        run.end("FAILED", failed(f"DivergenceError: {err}"))
-        raise err
+    logged = run.steps_logged("val_bpd")  # epochs a restart trains again: not logged twice
+    _fail_again_at_once(run)
     with timed(spent, "load_data"):
         data = load_splits(config, progress=False)  # the node cache: prepared once per node
 
@@ -161,7 +158,8 @@ def train_trial(params: dict[str, Any], context: SweepContext) -> None:
         last = state.epoch == context.max_epochs  # Tune stops the trial at this report
         with timed(spent, "log"):
             metrics = {k: record[k] for k in REPORTED if record.get(k) is not None}
-            run.log_metrics(metrics, step=state.epoch)
+            if state.epoch not in logged:
+                run.log_metrics(metrics, step=state.epoch)
             if state.epoch % context.image_every == 0 or last:
                 _log_images(run, state, data)
         timings = {
@@ -179,18 +177,84 @@ def train_trial(params: dict[str, Any], context: SweepContext) -> None:
             report["mlflow_run_id"] = run.run_id
             report["trial_name"] = tune_ctx.get_trial_name()  # its run's name (plots, tables)
             report["threads"] = torch.get_num_threads()  # what trained this epoch
+            # Tune counts reports from the checkpoint it restored; ASHA's rungs are epochs,
+            # also when the trial restarted from an earlier one (a damaged checkpoint).
+            report["training_iteration"] = state.epoch
             tune.report(report, checkpoint=tune.Checkpoint.from_directory(folder))
         torch.set_num_threads(threads(context))  # for the next epoch
 
     try:
         fit(config, data, on_epoch_end=on_epoch_end, resume_from=resume)
     except Exception as err:
-        tags = failed(f"{type(err).__name__}: {err}")
+        memory = out_of_memory(err, config, device_used(config, context.gpus_per_trial))
+        tags = failed(f"TrialOutOfMemory: {memory}" if memory else f"{type(err).__name__}: {err}")
         if isinstance(err, DivergenceError):
             tags[DIVERGED] = str(err)[:5000]
+        if memory:
+            tags[OUT_OF_MEMORY] = memory[:5000]
         run.end("FAILED", tags)
+        if memory:
+            raise TrialOutOfMemory(memory) from err  # the allocator's words, and what to do
         raise
     run.end("FINISHED")  # rarely reached: the driver's CloseTrialRuns ends the run
+
+
+class TrialOutOfMemory(MemoryError):
+    """The trial's model or batch did not fit in its memory; the message says which and what
+    to change."""
+
+
+# What torch says when an allocation fails: the CPU allocator, CUDA's, or Python's MemoryError
+_NO_MEMORY = ("can't allocate memory", "out of memory", "cannot allocate memory")
+
+
+def out_of_memory(err: BaseException, config: Config, device: str) -> str | None:
+    """The message of a failed trial that ran out of memory (None for other failures): what
+    the allocator said, the config's size and what to change."""
+    said = " ".join(str(err).split()) or type(err).__name__
+    said = re.sub(r"^\[enforce fail at [^\]]*\] err == 0\. ", "", said)  # c10's prefix
+    if not (
+        isinstance(err, MemoryError | torch.OutOfMemoryError)
+        or (isinstance(err, RuntimeError) and any(s in said.lower() for s in _NO_MEMORY))
+    ):
+        return None
+    m, t = config.model, config.train
+    return (
+        f"out of memory on {device}: {said[:500]} (arch={m.arch}, latent_dim={m.latent_dim}, "
+        f"batch_size={t.batch_size}, image_size={config.image_size}). Narrow the search "
+        "space's corner (latent_dim, widths, batch_size) or give each trial more memory "
+        "(--gpus-per-trial, a larger node)"
+    )
+
+
+def _fail_again_at_once(run: TrialRun) -> None:
+    """Tune retries every failed trial. A diverged one resumed from its last checkpoint (exact
+    RNG state) would only diverge again, and one that ran out of memory would again: the
+    retry fails at once, saying why."""
+    if diverged := run.tags.get(DIVERGED):
+        err = DivergenceError(f"{diverged} (not retried: it would diverge again)")
+        run.end("FAILED", failed(f"DivergenceError: {err}"))
+        raise err
+    if memory := run.tags.get(OUT_OF_MEMORY):
+        err = TrialOutOfMemory(f"{memory} (not retried: it would run out of memory again)")
+        run.end("FAILED", failed(f"TrialOutOfMemory: {err}"))
+        raise err
+
+
+def _restored(ckpt: tune.Checkpoint, kept: Path, trial: str) -> tuple[Checkpoint | None, str]:
+    """The checkpoint Tune restores the trial from, with what it had not delivered copied into
+    `kept`. When its file is damaged: the trial's newest earlier checkpoint that reads, or
+    None (epoch 0), and the line that says so (printed, and tagged on the trial's run)."""
+    with ckpt.as_directory() as folder:
+        if (Path(folder) / outbox.FOLDER).exists():  # the newest logs, whole file or not
+            shutil.copytree(Path(folder) / outbox.FOLDER, kept / outbox.FOLDER)
+        try:
+            return read_checkpoint(Path(folder) / CHECKPOINT_NAME), ""
+        except CheckpointError as err:
+            error = err
+    resume, said = checkpoints.restart_point(ckpt, error, trial)
+    print(said, file=sys.stderr, flush=True)
+    return resume, f"{said}; the epochs its run holds already are not logged again"
 
 
 def device_used(config: Config, gpus: float) -> str:

@@ -6,10 +6,7 @@ or the saved run restored for --resume.
 from __future__ import annotations
 
 import os
-import sys
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 
 from optuna.trial import FrozenTrial
 from ray import tune
@@ -20,10 +17,11 @@ from ray.tune.stopper import Stopper
 from sweeps import preflight
 from sweeps.console import LOGGERS, EpochLines
 from sweeps.lifecycle import EndTrialRuns, Stops, trial_epoch
-from sweeps.searcher import STUDY_COPY, earlier_trials, fetch_study_copy, make_searcher
+from sweeps.searcher import STUDY_COPY, make_searcher
 from sweeps.space import sampled_keys, trial_name
 from sweeps.spec import SweepSpec
 from sweeps.trainable import SweepContext, train_trial, trial_index
+from sweeps.warm_start import study_file
 
 
 def stops(spec: SweepSpec) -> Stops:
@@ -45,51 +43,13 @@ def check_restorable(spec: SweepSpec) -> None:
     preflight.check_own_state(spec.experiment_path)
 
 
-def _study_file(spec: SweepSpec, name: str) -> Path:
-    """Sweep `name`'s Optuna study: beside the trials when the storage is local, in the
-    user's cache when it is remote (the study lives on the driver, and a copy travels with the
-    sweep's state: sweeps.searcher)."""
-    if "://" not in spec.storage_path:
-        return Path(spec.on_storage(name)) / "optuna.db"
-    return Path.home() / ".cache" / "vae-sweep" / "optuna" / name / "optuna.db"
-
-
 def optuna_storage(spec: SweepSpec) -> str | None:
     """The Optuna study's SQLite URL (TPE sweeps only)."""
     if spec.search != "tpe":
         return None
-    study = _study_file(spec, spec.name)
+    study = study_file(spec, spec.name)
     study.parent.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{study}"
-
-
-def warm_start_trials(spec: SweepSpec) -> list[FrozenTrial]:
-    """--warm-start SWEEP: that sweep's finished and early-stopped trials in this space, read
-    from its study on this driver, or from the copy beside its state on remote storage.
-    Raises ValueError, naming the flag, when there is none to tell."""
-    if spec.warm_start is None or spec.resume:  # a resumed searcher has told them already
-        return []
-    study = _study_file(spec, spec.warm_start)
-    with tempfile.TemporaryDirectory() as folder:
-        if not study.exists() and "://" in spec.storage_path:
-            copy = Path(folder) / STUDY_COPY
-            if fetch_study_copy(spec.on_storage(spec.warm_start, STUDY_COPY), copy):
-                study = copy
-        if not study.exists():
-            raise ValueError(
-                f"--warm-start {spec.warm_start}: no TPE sweep of that name in "
-                f"{spec.storage_path} (its study, {study}, is not there); pass the --name of a "
-                "finished --search tpe sweep, and its --storage-path"
-            )
-        trials, left_out = earlier_trials(
-            spec.warm_start, f"sqlite:///{study}", dict(spec.space), spec.modes
-        )
-    print(
-        f"vae-sweep: starting TPE from {len(trials)} trials of sweep {spec.warm_start}"
-        + (f" ({left_out} failed, unfinished or outside this space left out)" if left_out else ""),
-        file=sys.stderr,
-    )
-    return trials
 
 
 @dataclass(frozen=True)

@@ -116,6 +116,15 @@ def in_process(main, *args, cwd=None) -> subprocess.CompletedProcess:
     return subprocess.CompletedProcess(argv, code, out.getvalue(), err.getvalue())
 
 
+@pytest.fixture(scope="module")
+def postgres():
+    """A throw-away PostgreSQL for the module (tests/servers.py): its URI, without a database."""
+    from servers import postgres_server
+
+    with postgres_server() as uri:
+        yield uri
+
+
 def migrated_store(path: Path) -> str:
     """A real MLflow SQLite store at `path`, already migrated: a copy of one the session made
     once (creating MLflow's tables costs ~3 s per new store). Returns its URI."""

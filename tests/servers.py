@@ -1,13 +1,26 @@
-"""Real servers for tests: a free loopback port, `mlflow server` on an SQLite store, and a
-guard for tests that own every Ray process of the machine."""
+"""Real servers for tests: a free loopback port, `mlflow server` on an SQLite store, a
+throw-away PostgreSQL with the team's tracking server on it (started by
+docker/tracking-server.sh, basic-auth), and a guard for tests that own every Ray process of the
+machine."""
 
 import contextlib
+import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+ADMIN_PASSWORD = "team-tracking-pass"  # the server refuses admin passwords under 12 characters
+SERVER_SCRIPT = REPO / "docker" / "tracking-server.sh"  # the tracking-server image's entrypoint
 
 
 def free_port() -> int:
@@ -44,6 +57,92 @@ def start_mlflow_server(folder: Path, port: int) -> subprocess.Popen:
 def stop(server: subprocess.Popen) -> None:
     server.terminate()
     server.wait(timeout=60)
+
+
+def as_postgres(*args) -> None:
+    subprocess.run(
+        ["runuser", "-u", "postgres", "--", *map(str, args)],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+
+
+@contextlib.contextmanager
+def postgres_server() -> Iterator[str]:
+    """A throw-away PostgreSQL 15 on a loopback port with the databases `mlflow` and
+    `mlflow_auth`; yields its URI without a database. Skips without the binaries or root (the
+    server runs as the postgres user)."""
+    if not (PG_BIN / "initdb").exists() or os.geteuid() != 0:
+        pytest.skip(f"needs PostgreSQL 15 in {PG_BIN} and root (to run it as postgres)")
+    folder = Path(tempfile.mkdtemp(prefix="vae-sweep-pg-"))  # not under pytest's 0700 tmp
+    shutil.chown(folder, "postgres")
+    port = free_port()
+    as_postgres(PG_BIN / "initdb", "-D", folder / "data", "-A", "trust", "-U", "postgres")
+    as_postgres(
+        PG_BIN / "pg_ctl",
+        "-D",
+        folder / "data",
+        "-l",
+        folder / "log",
+        "-w",
+        "-o",
+        f"-p {port} -k {folder} -c listen_addresses=127.0.0.1",
+        "start",
+    )
+    try:
+        for db in ("mlflow", "mlflow_auth"):
+            as_postgres(PG_BIN / "createdb", "-h", "127.0.0.1", "-p", port, "-U", "postgres", db)
+        yield f"postgresql://postgres@127.0.0.1:{port}"
+    finally:
+        as_postgres(PG_BIN / "pg_ctl", "-D", folder / "data", "-m", "fast", "stop")
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def script_env(**settings: str) -> dict[str, str]:
+    """This environment without MLflow settings, plus what tracking-server.sh reads; `mlflow` is
+    this interpreter's."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    return {**env, "PYTHON": sys.executable, **settings}
+
+
+@contextlib.contextmanager
+def team_server(postgres: str, folder: Path) -> Iterator[str]:
+    """The team's tracking server as the image runs it: docker/tracking-server.sh through its
+    #!/bin/sh line, on `postgres`, admin password ADMIN_PASSWORD, artifacts in `folder`.
+    Yields its URL once /health answers."""
+    port = free_port()
+    env = script_env(
+        MLFLOW_BACKEND_STORE_URI=f"{postgres}/mlflow",
+        MLFLOW_AUTH_DATABASE_URI=f"{postgres}/mlflow_auth",
+        MLFLOW_ARTIFACTS_DESTINATION=str(folder / "artifacts"),
+        MLFLOW_AUTH_ADMIN_PASSWORD=ADMIN_PASSWORD,
+        MLFLOW_FLASK_SERVER_SECRET_KEY="test-only-secret-key",
+        HOST="127.0.0.1",
+        PORT=str(port),
+        TMPDIR=str(folder),  # where the script writes the auth config
+    )
+    log = folder / "server.log"
+    proc = subprocess.Popen(
+        [str(SERVER_SCRIPT)], env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                if urllib.request.urlopen(f"{url}/health", timeout=2).status == 200:
+                    break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError(
+                        "mlflow server did not come up: " + log.read_text()[-3000:]
+                    ) from None
+                time.sleep(0.5)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
 
 
 RAY_CLI = Path(sys.executable).with_name("ray")  # this environment's `ray` command

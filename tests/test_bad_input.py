@@ -5,23 +5,36 @@ store exactly as they were. The store is a real MLflow SQLite store holding a re
 
 import os
 import pickle
+import shutil
 import subprocess
 import time
 from pathlib import Path
 
+import mlflow
 import pytest
 import ray
 from conftest import in_process, make_splits, migrated_store, tiny_config
 from mlflow.tracking import MlflowClient
+from PIL import Image
 from ray import tune
 from record import record
 
 from sweeps import cli
 from sweeps.engine import main
 from sweeps.lifecycle import SweepRuns
-from sweeps.registry import KEY, log_and_register
+from sweeps.registry import (
+    KEY,
+    WEIGHTS_SHA256,
+    WeightsChangedError,
+    load_model,
+    log_and_register,
+    using_tracking_uri,
+)
 from sweeps.spec import parse_spec
-from vae_core import fit
+from vae_core import Config, fit
+from vae_core.checkpoint import CHECKPOINT_NAME, file_sha256
+from vae_core.data.arrow import write_plan
+from vae_core.data.cache import make_plan
 
 SHAPES = {"dataset": "shapes", "arch": "conv", "batch_size": 64}
 GOOD_SPACE = '{"latent_dim": tune.choice([4, 8])}'
@@ -81,8 +94,28 @@ def folders(tmp_path: Path) -> dict[str, Path]:
     return {"empty": empty, "junk": junk, "file": tmp_path / "a_file"}
 
 
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory) -> dict[str, Path]:
+    """`vae-data prepare` files that SHAPES (shapes at 64 px) cannot use: shapes at 32 px
+    ({small}), and the images of a folder at 64 px ({other})."""
+    folder = tmp_path_factory.mktemp("prepared")
+    photos = folder / "photos"
+    photos.mkdir()
+    for i in range(6):
+        Image.new("RGB", (80, 70), (40 * i, 90, 160)).save(photos / f"{i}.png")
+    files = {"small": folder / "shapes32.arrow", "other": folder / "photos64.arrow"}
+    configs = {
+        "small": {"dataset": "shapes", "image_size": 32, "limit": 8},
+        "other": {"dataset": "image_folder", "data_root": str(photos)},
+    }
+    for name, config in configs.items():
+        write_plan(make_plan(Config.from_dict({"arch": "mlp", **config})), files[name])
+    return files
+
+
 # (case id, search space source, base config, extra flags, expected message); {empty},
-# {junk}, {file} are replaced by paths in the test's folder.
+# {junk}, {file} are replaced by paths in the test's folder, {small} and {other} by files of
+# `prepared`.
 SWEEP_CASES = [
     ("latent 0", '{"latent_dim": tune.choice([0, 4])}', SHAPES, [], "search space 'latent_dim' = 0: model.latent_dim: got 0; expected an integer >= 1"),  # noqa: E501
     ("sigma_x 0", '{"sigma_x": tune.uniform(0.0, 0.1)}', SHAPES, [], "search space 'sigma_x' = 0.0: model.sigma_x: got 0.0; expected a number > 0"),  # noqa: E501
@@ -101,10 +134,12 @@ SWEEP_CASES = [
     ("empty folder", GOOD_SPACE, {"dataset": "image_folder", "data_root": "{empty}"}, [], "image_folder: no image files (.jpg, .jpeg, .png, .webp) found in {empty}"),  # noqa: E501
     ("non-images", GOOD_SPACE, {"dataset": "image_folder", "data_root": "{junk}"}, [], "image_folder: none of the 1 images could be decoded; skipped 1 unreadable file(s) of 1: a.jpg"),  # noqa: E501
     ("missing data path", GOOD_SPACE, SHAPES, ["--data-path", "{empty}/shapes.arrow"], "data.data_path: {empty}/shapes.arrow: no such file"),  # noqa: E501
+    ("data path of another size", GOOD_SPACE, SHAPES, ["--data-path", "{small}"], "data.data_path: {small} holds size 32, the config asks for 64; pass --image-size 32 (a sweep: --set image_size=32) or prepare the file for this config (vae-data prepare shapes --size 64 --out FILE). The file holds 16 shapes images of 3x32x32"),  # noqa: E501
+    ("data path of another dataset", GOOD_SPACE, SHAPES, ["--data-path", "{other}"], "data.data_path: {other} holds dataset 'image_folder', the config asks for 'shapes'; pass --dataset image_folder (a sweep: --set dataset=image_folder) or prepare the file for this config (vae-data prepare shapes --size 64 --out FILE). The file holds 6 image_folder images of 3x64x64"),  # noqa: E501
     ("storage not writable", GOOD_SPACE, SHAPES, ["--storage-path", "{file}/ray"], "--storage-path {file}/ray: cannot write there (Not a directory)"),  # noqa: E501
     ("bare tracking path", GOOD_SPACE, SHAPES, ["--tracking-uri", "{empty}"], "--tracking-uri '{empty}': expected sqlite:///PATH, postgresql://..., or http(s)://server"),  # noqa: E501
     ("epochs in the space", '{"epochs": tune.choice([2, 4])}', SHAPES, [], "search space 'epochs': set by the sweep from --max-epochs"),  # noqa: E501
-    ("grid with TPE", '{"latent_dim": tune.grid_search([2, 4])}', SHAPES, [], "search space 'latent_dim': tune.grid_search is walked by --search random, not proposed by TPE; pass --search random"),  # noqa: E501
+    ("grid with TPE", '{"latent_dim": tune.grid_search([2, 4])}', SHAPES, ["--search", "tpe"], "search space 'latent_dim': tune.grid_search is walked by --search random, not proposed by TPE; pass --search random"),  # noqa: E501
     ("mixed likelihoods", '{"likelihood": tune.choice(["gaussian", "bernoulli"])}', SHAPES, [], "search space 'likelihood': choice(['gaussian', 'bernoulli']) mixes likelihood families whose bits per dimension are over different data (binary: binarised pixels (Bernoulli decoder); continuous: dequantised 8-bit pixels (Gaussian decoders)), so val_bpd would pick one family by construction"),  # noqa: E501
     ("image size in the space", '{"image_size": tune.choice([32, 64])}', SHAPES, [], "search space 'image_size': choice([32, 64]) gives trials over different data (shapes/32px/3ch/center/all/val0.1/continuous and shapes/64px/"),  # noqa: E501
     ("registry of another key", GOOD_SPACE, EMPTY_FOLDER, ["--registry-name", "m"], "registered model m holds models of mnist/28px/1ch/center/all/val0.1/continuous, this sweep's are of image_folder/64px/3ch/center/all/val0.1/continuous"),  # noqa: E501
@@ -131,10 +166,10 @@ EARLY = {c[0] for c in SWEEP_CASES if c[2] is EMPTY_FOLDER} | {
     ids=[case[0] for case in SWEEP_CASES],
 )
 def test_a_sweep_refuses_bad_input_before_any_trial(
-    store, tmp_path, request, monkeypatch, capsys, case, space, base, flags, message
+    store, prepared, tmp_path, request, monkeypatch, capsys, case, space, base, flags, message
 ):
     _, uri = store
-    paths = folders(tmp_path)
+    paths = {**folders(tmp_path), **prepared}
 
     def fill(text: str) -> str:
         return text.format(**paths) if isinstance(text, str) else text
@@ -230,3 +265,67 @@ def test_weights_replaced_by_a_pickle_are_refused_without_running_it(store, tmp_
         assert "cannot read as a safetensors checkpoint" in result.stderr
     assert not marker.exists()  # refused without executing anything
     assert not (tmp_path / "s.png").exists()
+
+
+def test_weights_changed_after_registration_are_refused_naming_the_version(tmp_path):
+    """Two versions of a tiny model in a new store; version 2's weights file in the artifact
+    store overwritten with version 1's (valid weights, other numbers): `vae-sweep pull`,
+    load_model and the pyfunc form refuse it, naming the version and both hashes, and pull
+    nothing; untouched, version 1 is pulled; a version registered before hashes were (no tag)
+    is pulled with a warning."""
+    uri = migrated_store(tmp_path / "mlflow.db")
+    client = MlflowClient(uri)
+    experiment = client.create_experiment("e", artifact_location=(tmp_path / "art").as_uri())
+    files = []
+    for seed in (1, 2):
+        path = tmp_path / f"trained{seed}" / CHECKPOINT_NAME
+        fit(tiny_config(epochs=1, seed=seed), make_splits()).save(path)
+        run_id = client.create_run(experiment).info.run_id
+        tags = {KEY: MNIST_KEY, "val_bpd": str(6 - seed), "sweep_run_id": run_id}
+        log_and_register(uri, run_id, path, "w", tags)  # version 2 is champion (lower val_bpd)
+        client.set_terminated(run_id)
+        files.append(path)
+    registered = client.get_model_version("w", "2").tags[WEIGHTS_SHA256]
+    assert registered == file_sha256(files[1]) != file_sha256(files[0])
+    source = client.get_model_version_download_uri("w", "2").removeprefix("file://")
+    (stored,) = Path(source).rglob(CHECKPOINT_NAME)  # the version's own file, in its store
+    shutil.copyfile(files[0], stored)
+
+    refused = (
+        f"w/2: its weights file {CHECKPOINT_NAME} has sha256 {file_sha256(files[0])}, the "
+        f"version was registered with sha256 {registered} (tag {WEIGHTS_SHA256}): the weights "
+        "were changed after registration, refused"
+    )
+    started = time.monotonic()
+    result = vae_sweep(uri, "pull", "w@champion", "--out", str(tmp_path / "pulled"))
+    assert result.returncode == 2 and refused in result.stderr, result.stderr[-2000:]
+    assert not (tmp_path / "pulled").exists()
+    with pytest.raises(WeightsChangedError) as err:
+        load_model("w/2", tracking_uri=uri)
+    assert refused in str(err.value)
+    with using_tracking_uri(uri), pytest.raises(ValueError, match="weights were changed"):
+        mlflow.pyfunc.load_model("models:/w/2")
+
+    pulled = vae_sweep(uri, "pull", "w/1", "--out", str(tmp_path / "one"))
+    assert pulled.returncode == 0 and "warning" not in pulled.stderr, pulled.stderr[-2000:]
+    assert file_sha256(tmp_path / "one" / CHECKPOINT_NAME) == file_sha256(files[0])
+    client.delete_model_version_tag("w", "1", WEIGHTS_SHA256)  # as registered before hashes
+    old = vae_sweep(uri, "pull", "w/1", "--out", str(tmp_path / "old"))
+    assert old.returncode == 0 and (tmp_path / "old" / CHECKPOINT_NAME).exists()
+    assert (
+        f"w/1 was registered before vae-sweep recorded a hash of the weights (tag "
+        f"{WEIGHTS_SHA256}): they are loaded unverified" in old.stderr
+    )
+    record(
+        "bad input",
+        test="tests/test_bad_input.py::"
+        "test_weights_changed_after_registration_are_refused_naming_the_version",
+        input="registered weights overwritten in the artifact store (`vae-sweep pull`)",
+        message=refused.replace(file_sha256(files[0]), "<found>").replace(
+            registered, "<registered>"
+        ),
+        exit_code=result.returncode,
+        trials_started=0,
+        store_changed=False,
+        seconds_to_error=round(time.monotonic() - started, 1),
+    )

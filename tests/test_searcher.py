@@ -78,12 +78,14 @@ def test_what_cannot_be_told_is_refused_naming_the_flag(earlier, space, modes, m
         earlier_trials("earlier", earlier, space, modes)
 
 
-def test_warm_start_needs_tpe_and_another_sweep():
+def test_warm_start_brings_tpe_and_needs_another_sweep():
     def spec(*flags):
         argv = ["--tracking-uri", "sqlite:///x.db", "--name", "new", *flags]
         return parse_spec(WIDE, {"dataset": "shapes"}, argv)
 
     assert spec("--warm-start", "old").warm_start == "old"
+    assert spec("--warm-start", "old").search == "tpe"  # random is the default of other sweeps
+    assert spec().search == "random"
     assert "warm_start" in spec("--warm-start", "old").kept()  # --resume keeps it
     with pytest.raises(SpecError, match="--warm-start old: .* leave --search out"):
         spec("--warm-start", "old", "--search", "random")

@@ -7,7 +7,7 @@ import pytest
 from ray import tune
 
 from sweeps.engine import run_sweep
-from sweeps.plan import expected_epochs
+from sweeps.plan import expected_epochs, plan
 from sweeps.space import describe, describe_space, sampled_keys, trial_name
 from sweeps.spec import SpecError, parse_spec
 from sweeps.tracking import default_tracking_uri, uri_flag
@@ -142,7 +142,9 @@ def test_dry_run_prints_the_plan_and_starts_nothing(tmp_path, capsys):
              "--max-epochs", "27", "--grace-period", "1", "--max-concurrent", "2")  # fmt: skip
     assert s.dry_run and run_sweep(s) is None
     out = capsys.readouterr().out
-    assert "27: Optuna's TPE: the first 10 at random, then proposed from results" in out
+    assert "27: drawn at random by Tune" in out
+    tpe = plan(spec("--dry-run", "--num-samples", "27", "--search", "tpe"))
+    assert "27: Optuna's TPE: the first 10 at random, then proposed from results" in tpe
     assert "ASHA may stop it after epoch 1, 3, 9" in out
     e = 1 + 2 / 3 + 6 / 9 + 18 / 27  # 1/3 of the trials go on at each rung
     assert expected_epochs(27, 1, "asha") == pytest.approx(e)

@@ -27,7 +27,7 @@ from PIL import Image
 from ray import tune
 from servers import free_port, start_mlflow_server, stop
 
-from sweeps import cli
+from sweeps import cli, shapes
 from sweeps.finish import Candidate, non_dominated, pick
 from sweeps.lifecycle import Stops, SweepRuns, end_trial_run, epochs_spent
 from sweeps.registry import (
@@ -39,6 +39,7 @@ from sweeps.registry import (
 )
 from sweeps.searcher import PruningAwareOptunaSearch
 from sweeps.space import check_space
+from sweeps.warm_start import logged_trials
 from vae_core import Config, ConfigError
 
 EPOCHS = 3
@@ -65,15 +66,14 @@ def outboxes() -> set[Path]:
 
 @pytest.fixture(scope="module")
 def done(tmp_path_factory):
-    """4 trials, one at a time (so ASHA's decisions at epoch 2 do not depend on timing) with
-    seed 0, whose trials ASHA does stop: the checks on pruned trials are never vacuous."""
+    """4 trials of TPE, one at a time (so ASHA's decisions at epoch 2 do not depend on timing)
+    with seed 0, whose trials ASHA does stop: the checks on pruned trials are never vacuous."""
     job = tmp_path_factory.mktemp("job")
     shutil.copy(REPO / "sweeps" / "shapes.py", job / "shapes.py")  # only the file travels
     migrated_store(job / "mlflow.db")  # the script's default store: ./mlflow.db
     before = outboxes()
-    first = sweep(
-        job, *("--num-samples", str(SAMPLES), "--max-concurrent", "1", "--name", "first")
-    )
+    flags = ("--num-samples", str(SAMPLES), "--max-concurrent", "1", "--name", "first")
+    first = sweep(job, *flags, "--search", "tpe")
     first.leaked = outboxes() - before
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     uri = f"sqlite:///{job / 'mlflow.db'}"
@@ -215,7 +215,7 @@ def test_the_sweep_reads_at_a_glance_in_mlflow(done):
         f"{pruned} pruned by ASHA" in first_line
     )
     assert " of `shapes.py --smoke-test --max-epochs 3 " in first_line
-    assert first_line.endswith("--name first`.")
+    assert first_line.endswith("--name first --search tpe`.")
     assert second_line.startswith(f"Best: trial {best[0].info.run_name}, val_bpd ")
     assert "registered as shapes32-vae-smoke version 1 (@champion)" in second_line
 
@@ -260,7 +260,7 @@ def test_warm_start_starts_tpe_from_the_earlier_sweep_s_trials(done):
     flags = ("--num-samples", "1", "--name", "warm", "--warm-start", "first")
     result = sweep(job, *flags, "--tracking-uri", f"sqlite:///{store}")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert f"starting TPE from {SAMPLES} trials of sweep first" in result.stderr
+    assert f"starting TPE from {SAMPLES} trials of sweep first (its Optuna study)" in result.stderr
     first, warm = (
         optuna.load_study(study_name=n, storage=f"sqlite:///{job / 'ray' / n / 'optuna.db'}")
         for n in ("first", "warm")
@@ -274,8 +274,32 @@ def test_warm_start_starts_tpe_from_the_earlier_sweep_s_trials(done):
     assert parent.data.params["warm_start"] == "first"
     missing = sweep(job, "--name", "cold", "--warm-start", "nosuch")
     assert missing.returncode == 2
-    assert "--warm-start nosuch: no TPE sweep of that name in" in missing.stderr
+    assert "--warm-start nosuch: no sweep of that name, neither its Optuna study nor" in (
+        missing.stderr
+    )
     assert not (job / "ray" / "cold").exists()  # refused before anything started
+
+
+def test_a_sweep_without_a_study_warm_starts_from_its_mlflow_runs(done):
+    """A random sweep keeps no study: its MLflow runs tell TPE the same trials, states, values
+    and curves as the study of the same sweep does."""
+    job, uri, _ = done
+    storage = f"sqlite:///{job / 'ray/first/optuna.db'}"
+    study = optuna.load_study(study_name="first", storage=storage)
+    logged, left_out = logged_trials(uri, "first", shapes.SEARCH_SPACE, "val_bpd", ["val_bpd"])
+    assert left_out == 0 and len(logged) == SAMPLES
+
+    def kept(t):
+        return sorted(t.params.items()), t.state, t.values
+
+    pairs = zip(sorted(logged, key=kept), sorted(study.trials, key=kept), strict=True)
+    for from_mlflow, from_study in pairs:
+        assert kept(from_mlflow) == kept(from_study)
+        # the same curve (the study misses a complete trial's last epoch: Tune tells it apart)
+        assert from_study.intermediate_values.items() <= from_mlflow.intermediate_values.items()
+    assert {t.state for t in logged} == {TrialState.COMPLETE, TrialState.PRUNED}
+    with pytest.raises(ValueError, match="--warm-start first: that sweep's objective was val_bpd"):
+        logged_trials(uri, "first", shapes.SEARCH_SPACE, "val_mig", ["val_mig"])
 
 
 def test_best_model_is_registered_and_pulled_back_by_name(done, tmp_path, capsys):
@@ -365,12 +389,12 @@ main({"latent_dim": tune.grid_search([2, 4, 8]), "lr": 1e-7}, BASE_CONFIG)
 
 @pytest.fixture(scope="module")
 def second(done):
-    """A second sweep into the same store: --search random --scheduler fifo over a grid, its
-    best trial the one of highest val_mig (a score, maximised)."""
+    """A second sweep into the same store: the default random search, --scheduler fifo, over a
+    grid, its best trial the one of highest val_mig (a score, maximised)."""
     job, uri, _ = done
     (job / "worse.py").write_text(WORSE)
     flags = ("--num-samples", "1", "--max-epochs", "1", "--name", "second")
-    flags += ("--search", "random", "--scheduler", "fifo", "--objective", "val_mig")
+    flags += ("--scheduler", "fifo", "--objective", "val_mig")
     result = sweep(job, *flags, script="worse.py")
     assert result.returncode == 0, result.stderr[-3000:]
     return result
@@ -391,8 +415,9 @@ def test_a_worse_second_sweep_gets_a_new_version_and_the_champion_stays(done, se
 
 
 def test_random_search_walks_a_grid_without_early_stopping(done, second):
-    """--search random --scheduler fifo: Tune's own sampling (a grid walked in full, once per
-    --num-samples) and every trial to --max-epochs; no Optuna study."""
+    """Random search, --scheduler fifo: Tune's own sampling (a grid walked in full, once per
+    --num-samples) and every trial to --max-epochs; no Optuna study, but Optuna's history of
+    its trials on the parent run all the same."""
     job, uri, _ = done
     trials = trial_runs(uri, "second")
     assert sorted(int(r.data.params["model.latent_dim"]) for r in trials) == [2, 4, 8]
@@ -404,6 +429,8 @@ def test_random_search_walks_a_grid_without_early_stopping(done, second):
     assert parent.data.params["objective"] == "val_mig"
     best = max(trials, key=lambda r: r.data.metrics["val_mig"])  # maximised, not minimised
     assert parent.data.tags["best_trial_run_id"] == best.info.run_id
+    drawn = {f.path for f in MlflowClient(uri).list_artifacts(parent.info.run_id, "sweep")}
+    assert "sweep/optimization_history.png" in drawn
 
 
 SMALLER = """
@@ -423,6 +450,7 @@ def front(done, second):
     job, uri, _ = done
     (job / "smaller.py").write_text(SMALLER)
     flags = ("--num-samples", "4", "--max-concurrent", "2", "--max-epochs", "1", "--name", "rd")
+    flags += ("--search", "tpe")  # Optuna's multi-objective TPE
     result = sweep(job, *flags, "--objective", "rate-distortion", script="smaller.py", smoke=False)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     client = MlflowClient(uri)

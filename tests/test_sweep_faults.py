@@ -180,6 +180,7 @@ def test_an_interrupted_then_killed_sweep_resumes_without_duplicates(tmp_path):
 
     flags = ("--num-samples", "3", "--max-epochs", "4", "--max-concurrent", "1")
     flags += ("--scheduler", "fifo", "--epoch-budget", str(BUDGET), "--name", "cut")
+    flags += ("--search", "tpe")  # its study travels with the state
     client = MlflowClient(f"sqlite:///{job / 'mlflow.db'}")
     state = job / "ray" / "cut"
 
@@ -287,7 +288,7 @@ def test_a_diverging_trial_fails_alone_and_is_not_retried(tmp_path):
     (tmp_path / "shapes.py").write_text(DIVERGING)
     migrated_store(tmp_path / "mlflow.db")
     flags = ("--num-samples", "4", "--max-epochs", "2", "--grace-period", "2", "--seed", "2")
-    sweep = start(tmp_path, *flags, "--name", "nan")
+    sweep = start(tmp_path, *flags, "--name", "nan", "--search", "tpe")  # FAIL in its study
     out, err = sweep.communicate(timeout=600)
     assert sweep.returncode == 0, err[-3000:]
     runs = trial_runs(tmp_path)

@@ -8,12 +8,8 @@ missing or short server secrets.
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import tempfile
-import time
-import urllib.request
 from pathlib import Path
 
 import optuna
@@ -22,100 +18,18 @@ from conftest import REPO, in_process
 from mlflow.tracking import MlflowClient
 from ray import tune
 from record import record
+from servers import ADMIN_PASSWORD as PASSWORD
+from servers import SERVER_SCRIPT as SCRIPT
+from servers import script_env, team_server
 
 from sweeps import cli
-
-PG_BIN = Path("/usr/lib/postgresql/15/bin")
-PASSWORD = "team-tracking-pass"  # the server refuses admin passwords under 12 characters
-SCRIPT = REPO / "docker" / "tracking-server.sh"  # the tracking-server image's entrypoint
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def as_postgres(*args):
-    subprocess.run(
-        ["runuser", "-u", "postgres", "--", *map(str, args)],
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
-
-
-@pytest.fixture(scope="module")
-def postgres():
-    if not (PG_BIN / "initdb").exists() or os.geteuid() != 0:
-        pytest.skip(f"needs PostgreSQL 15 in {PG_BIN} and root (to run it as postgres)")
-    folder = Path(tempfile.mkdtemp(prefix="vae-sweep-pg-"))  # not under pytest's 0700 tmp
-    shutil.chown(folder, "postgres")
-    port = free_port()
-    as_postgres(PG_BIN / "initdb", "-D", folder / "data", "-A", "trust", "-U", "postgres")
-    as_postgres(
-        PG_BIN / "pg_ctl",
-        "-D",
-        folder / "data",
-        "-l",
-        folder / "log",
-        "-w",
-        "-o",
-        f"-p {port} -k {folder} -c listen_addresses=127.0.0.1",
-        "start",
-    )
-    for db in ("mlflow", "mlflow_auth"):
-        as_postgres(PG_BIN / "createdb", "-h", "127.0.0.1", "-p", port, "-U", "postgres", db)
-    yield f"postgresql://postgres@127.0.0.1:{port}"
-    as_postgres(PG_BIN / "pg_ctl", "-D", folder / "data", "-m", "fast", "stop")
-    shutil.rmtree(folder, ignore_errors=True)
-
-
-def script_env(**settings: str) -> dict[str, str]:
-    """This environment without MLflow settings, plus what tracking-server.sh reads; `mlflow` is
-    this interpreter's."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    return {**env, "PYTHON": sys.executable, **settings}
 
 
 @pytest.fixture(scope="module")
 def server(postgres, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("server")
-    port = free_port()
-    env = script_env(
-        MLFLOW_BACKEND_STORE_URI=f"{postgres}/mlflow",
-        MLFLOW_AUTH_DATABASE_URI=f"{postgres}/mlflow_auth",
-        MLFLOW_ARTIFACTS_DESTINATION=str(folder / "artifacts"),
-        MLFLOW_AUTH_ADMIN_PASSWORD=PASSWORD,
-        MLFLOW_FLASK_SERVER_SECRET_KEY="test-only-secret-key",
-        HOST="127.0.0.1",
-        PORT=str(port),
-        TMPDIR=str(folder),  # where the script writes the auth config
-    )
-    # The image's entrypoint, run the way the image runs it: through its #!/bin/sh line.
-    proc = subprocess.Popen(
-        [str(SCRIPT)],
-        env=env,
-        stdout=open(folder / "server.log", "w"),
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        try:
-            if urllib.request.urlopen(f"{url}/health", timeout=2).status == 200:
-                break
-        except OSError:
-            if proc.poll() is not None:
-                raise AssertionError((folder / "server.log").read_text()[-3000:]) from None
-            time.sleep(0.5)
-    else:
-        raise AssertionError(
-            "mlflow server did not come up: " + (folder / "server.log").read_text()[-3000:]
-        )
-    yield url
-    proc.terminate()
-    proc.wait(timeout=30)
+    """The team server (tests/servers.py), on the module's PostgreSQL (conftest.py)."""
+    with team_server(postgres, tmp_path_factory.mktemp("server")) as url:
+        yield url
 
 
 def with_credentials(password):
@@ -137,6 +51,7 @@ def test_two_sweeps_at_once_log_and_register_on_the_server_and_pull_fetches_over
     sweeps = {
         name: subprocess.Popen(
             [sys.executable, "shapes.py", "--smoke-test", "--name", name, "--seed", seed]
+            + ["--search", "tpe"]  # a study each
             + [
                 "--max-epochs",
                 "1",

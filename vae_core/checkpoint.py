@@ -9,6 +9,7 @@ Files are written to a temporary name and renamed: a crash never leaves a half-w
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -108,6 +109,16 @@ def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
         rng=parts["rng"],
         extra=json.loads(metadata["extra"]),
     )
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """The sha256 of a file's bytes (hex): what a registered version's weights are checked
+    against."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(2**20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> VAE:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from vae_core.config import Config, ConfigError
+from vae_core.config import COLORS, Config, ConfigError
 from vae_core.data.arrow import DataFileError, Prepared, open_prepared
 from vae_core.data.sources import DatasetNotFoundError, resolve_data_root
 
@@ -60,18 +60,40 @@ def _split(
     return Split(images[start:stop], None if labels is None else labels[start:stop], factors)
 
 
+# What a prepared file must match: its metadata key -> (config field, vae-train flag)
+MATCHED = {
+    "dataset": ("dataset", "--dataset"),
+    "size": ("image_size", "--image-size"),
+    "channels": ("color", "--color"),
+}
+
+
+def check_file(prepared: Prepared, config: Config) -> None:
+    """A prepared file given as data.data_path holds the data the config asks for, else a
+    ConfigError naming the file, what it holds, what the config asks and both ways out (the
+    same file for vae-train and for a sweep, which refuses it before any trial starts)."""
+    meta, d = prepared.meta, config.data
+    wanted = {"dataset": d.dataset, "size": config.image_size, "channels": config.channels}
+    for key, (field, flag) in MATCHED.items():
+        if meta[key] == wanted[key]:
+            continue
+        value = {v: k for k, v in COLORS.items()}[meta[key]] if key == "channels" else meta[key]
+        prepare = f"vae-data prepare {d.dataset} --size {config.image_size}"
+        prepare += f" --color {d.color}" if d.color else ""
+        prepare += f" --crop {d.crop}" if d.crop != "center" else ""
+        prepare += f" --limit {d.limit}" if d.limit else ""
+        raise ConfigError(
+            f"data.data_path: {prepared.path} holds {key} {meta[key]!r}, the config asks for "
+            f"{wanted[key]!r}; pass {flag} {value} (a sweep: --set {field}={value}) or prepare "
+            f"the file for this config ({prepare} --out FILE). The file holds {meta['count']} "
+            f"{meta['dataset']} images of {meta['channels']}x{meta['size']}x{meta['size']}"
+        )
+
+
 def splits_from_file(prepared: Prepared, config: Config) -> Splits:
     """train / val / test views of a prepared file, checked against the config."""
-    meta, d = prepared.meta, config.data
-    expected = {"dataset": d.dataset, "size": config.image_size, "channels": config.channels}
-    for key, wanted in expected.items():
-        if meta[key] != wanted:
-            flag = {"dataset": "--dataset", "size": "--image-size", "channels": "--color"}[key]
-            raise ConfigError(
-                f"data.data_path: {prepared.path} holds {key} {meta[key]!r}, the "
-                f"config asks for {wanted!r}; pass {flag} {meta[key]} or prepare "
-                "the file for this config"
-            )
+    check_file(prepared, config)
+    d = config.data
     images = prepared.images
     labels = prepared.table.column("label")
     labels = torch.from_numpy(labels.to_numpy()) if labels.null_count == 0 else None
