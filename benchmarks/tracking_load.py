@@ -404,47 +404,66 @@ def report(f: dict) -> str:
 
 
 def meaning(stages: list[dict], plain: list[dict]) -> str:
-    """The paragraph under the table: where it broke, what it costs, what the Outbox did."""
+    """The paragraph under the table: where it broke, what a request costs, what happened
+    past the break, what the Outbox did."""
     first = next((s for s in stages if broke(s)), None)
     where = (
         f"No stage broke (log_batch p99 under {SLOW_MS} ms, no error, everything delivered)."
         if first is None
-        else f"It broke at N = {first['trials']} (log_batch p99 "
-        f"{ms(first['log_batch']['p99_ms'])} ms, errors {first['errors'] or 'none'}, "
-        f"{first['points']['lost']} points lost, {first['points']['kept']} still kept, "
-        f"{len(first['failed_trials'])} trials failed, "
-        f"{first['runs']['duplicated_runs']} runs created twice)."
+        else f"It held at N = {stages[0]['trials']} and broke at N = {first['trials']} "
+        f"(log_batch p99 {ms(first['log_batch']['p99_ms'])} ms)."
+        if first is not stages[0]
+        else f"It broke at the first stage, N = {first['trials']}."
     )
-    requests = sum(sum(s["http_statuses"].values()) for s in stages)
-    seen = Counter()
-    for s in stages:
-        seen.update(s["http_statuses"])
-    cost = (
-        f" The server answered {requests:,} requests (statuses {dict(seen)}) and spent "
-        f"{min(map(cpu_per_request, stages)):.0f} to {max(map(cpu_per_request, stages)):.0f} ms "
-        "of CPU (its own and PostgreSQL's) on each"
+    text = [where]
+    text.append(
+        f"At N = {stages[0]['trials']} the server spent {cpu_per_request(stages[0]):.0f} ms of "
+        "CPU (its own and PostgreSQL's) per request it answered"
     )
     if plain:
         same = next((s for s in stages if s["trials"] == plain[0]["trials"]), stages[0])
-        cost += (
-            f"; without the auth app, at N = {plain[0]['trials']}, "
-            f"{cpu_per_request(plain[0]):.0f} ms (with it: {cpu_per_request(same):.0f}). "
-            "MLflow 3.17's basic-auth checks the password hash (werkzeug scrypt, slow by design) "
-            "on every request, twice for an admin, unless `auth_cache_ttl_seconds` is set in its "
-            "config, which docker/tracking-server.sh does not set"
+        text[-1] += (
+            f"; without the auth app, at N = {plain[0]['trials']}, {cpu_per_request(plain[0]):.0f}"
+            f" ms (with it: {cpu_per_request(same):.0f}). MLflow 3.17's basic-auth checks the "
+            "password hash (werkzeug scrypt, slow by design) on every request, twice for an "
+            "admin, unless `auth_cache_ttl_seconds` is set in its config, which "
+            "docker/tracking-server.sh does not set"
+        )
+    text[-1] += "."
+    for s in (s for s in stages if s["failed_trials"]):
+        answered, runs = sum(s["http_statuses"].values()), s["runs"]
+        text.append(
+            f"At N = {s['trials']}, {len(s['failed_trials'])} trials could not open their run "
+            f"within {s['open_s']:g} s: the server spent {s['cpu_s']['server']:.0f} CPU seconds "
+            f"and answered {answered} requests, while the trials' requests timed out (10 s, "
+            "retried once by MLflow) and were sent again"
+            + (
+                f"; create requests that ran on after their trial had timed out made "
+                f"{runs['duplicated_runs']} runs twice and left {runs['left_running']} RUNNING"
+                if runs["duplicated_runs"] or runs["left_running"]
+                else ""
+            )
+            + "."
         )
     late = sum(s["outbox"].get("mlflow_late", 0) for s in stages)
     pending = sum(s["outbox"]["pending_at_trial_end"] for s in stages)
     dropped = sum(s["outbox"].get("mlflow_dropped", 0) for s in stages)
-    restarts = sum(s["worker_restarts"] for s in stages)
-    return (
-        f"{where}{cost}. uvicorn replaced {restarts} unresponsive worker(s). The Outboxes sent "
-        f"{late} log calls late (kept after an error and sent before the trial's next call: the "
-        f"Outbox does not sleep; MLflow's own single retry backs off), {pending} still waited "
-        f"when their trial ended and went through the checkpoint delivery, {dropped} were "
-        "dropped (4xx). `mlflow server` never answers 429 itself: a 429 would come from a "
-        "proxy in front of it."
+    lost = sum(s["points"]["lost"] for s in stages)
+    kinds, statuses_seen = Counter(), Counter()
+    for s in stages:
+        kinds.update(s["errors"])
+        statuses_seen.update(s["http_statuses"])
+    fives = sum(n for status, n in statuses_seen.items() if status.startswith("5"))
+    text.append(
+        f"Errors the trials met: {dict(kinds) or 'none'}; the server's log holds "
+        f"{statuses_seen.get('429', 0)} 429 (`mlflow server` never sends one; a proxy in front "
+        f"of it would) and {fives} 5xx. The Outbox treats timeouts, 5xx and "
+        f"429 alike: it kept {late} failed log calls and sent them before the trial's next "
+        "one (it does not sleep itself; MLflow's single retry backs off first), "
+        f"{pending} still waited when their trial ended and were delivered from its "
+        f"checkpoint, {dropped} were dropped (4xx); {lost} metric points were lost."
     )
+    return " ".join(text)
 
 
 if __name__ == "__main__":
