@@ -377,8 +377,12 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=64, help="trials of the sweep (64)")
     parser.add_argument("--epochs", type=int, default=6, help="epochs of a whole trial (6)")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="vae-sweep-chaos-") as tmp:
-        result = chaos(Path(tmp), args.faults, args.seed, args.trials, args.epochs, (2, 6))
+    folder = Path(tempfile.mkdtemp(prefix="vae-sweep-chaos-"))
+    result = chaos(folder, args.faults, args.seed, args.trials, args.epochs, (2, 6))
+    if held(result):
+        shutil.rmtree(folder)
+    else:  # the drivers' logs and the stores, to find out why
+        print(f"kept {folder}: driver*.err, server.log, ray/{NAME}", file=sys.stderr)
     save_json("chaos", result)
     write_section("chaos", report(result, args.trials, args.epochs), doc=RELIABILITY)
 
