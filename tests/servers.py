@@ -18,7 +18,9 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-PG_BIN = Path("/usr/lib/postgresql/15/bin")
+sys.path.insert(0, str(REPO / "benchmarks"))
+from _load_servers import PG_BIN, postgres  # noqa: E402  (PostgreSQL, as the benchmarks start it)
+
 ADMIN_PASSWORD = "team-tracking-pass"  # the server refuses admin passwords under 12 characters
 SERVER_SCRIPT = REPO / "docker" / "tracking-server.sh"  # the tracking-server image's entrypoint
 
@@ -59,44 +61,21 @@ def stop(server: subprocess.Popen) -> None:
     server.wait(timeout=60)
 
 
-def as_postgres(*args) -> None:
-    subprocess.run(
-        ["runuser", "-u", "postgres", "--", *map(str, args)],
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
-
-
 @contextlib.contextmanager
 def postgres_server() -> Iterator[str]:
     """A throw-away PostgreSQL 15 on a loopback port with the databases `mlflow` and
-    `mlflow_auth`; yields its URI without a database. Skips without the binaries or root (the
-    server runs as the postgres user)."""
+    `mlflow_auth` (benchmarks/_load_servers.postgres, which the benchmarks start too); yields
+    its URI without a database. Skips without the binaries or root (the server runs as the
+    postgres user)."""
     if not (PG_BIN / "initdb").exists() or os.geteuid() != 0:
         pytest.skip(f"needs PostgreSQL 15 in {PG_BIN} and root (to run it as postgres)")
-    folder = Path(tempfile.mkdtemp(prefix="vae-sweep-pg-"))  # not under pytest's 0700 tmp
-    shutil.chown(folder, "postgres")
-    port = free_port()
-    as_postgres(PG_BIN / "initdb", "-D", folder / "data", "-A", "trust", "-U", "postgres")
-    as_postgres(
-        PG_BIN / "pg_ctl",
-        "-D",
-        folder / "data",
-        "-l",
-        folder / "log",
-        "-w",
-        "-o",
-        f"-p {port} -k {folder} -c listen_addresses=127.0.0.1",
-        "start",
-    )
+    home = Path(tempfile.mkdtemp(prefix="vae-sweep-pg-"))  # not under pytest's 0700 tmp:
+    os.chmod(home, 0o755)  # the postgres user lives below
     try:
-        for db in ("mlflow", "mlflow_auth"):
-            as_postgres(PG_BIN / "createdb", "-h", "127.0.0.1", "-p", port, "-U", "postgres", db)
-        yield f"postgresql://postgres@127.0.0.1:{port}"
+        with postgres(home / "pg") as (uri, _):
+            yield uri
     finally:
-        as_postgres(PG_BIN / "pg_ctl", "-D", folder / "data", "-m", "fast", "stop")
-        shutil.rmtree(folder, ignore_errors=True)
+        shutil.rmtree(home, ignore_errors=True)
 
 
 def script_env(**settings: str) -> dict[str, str]:
