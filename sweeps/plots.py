@@ -25,6 +25,7 @@ from optuna.trial import TrialState  # noqa: E402
 from ray.tune.result import TRAINING_ITERATION  # noqa: E402
 from ray.tune.search.optuna import OptunaSearch  # noqa: E402
 
+from sweeps.searcher import ended_trial  # noqa: E402
 from sweeps.space import grid_values  # noqa: E402
 
 ARTIFACT_PATH = "sweep"
@@ -232,21 +233,16 @@ def study_of(results, space: dict, metrics: list[str], modes: list[str], max_epo
         if history.empty:
             continue
         complete = history[TRAINING_ITERATION].iloc[-1] >= max_epochs
-        curve = history[TRAINING_ITERATION], history[metrics[0]]
-        told = complete or len(metrics) == 1  # Optuna: a pruned trial's value is its last
-        study.add_trial(
-            optuna.trial.create_trial(
-                state=TrialState.COMPLETE if complete else TrialState.PRUNED,
-                values=[float(history[m].iloc[-1]) for m in metrics] if told else None,
-                params={k: result.config[k] for k in distributions},
-                distributions=distributions,
-                intermediate_values=(
-                    {int(i): float(v) for i, v in zip(*curve, strict=True)}
-                    if len(metrics) == 1
-                    else {}
-                ),
-            )
-        )
+        curves = [
+            {
+                int(i): float(v)
+                for i, v in zip(history[TRAINING_ITERATION], history[m], strict=True)
+            }
+            for m in metrics
+        ]
+        params = {k: result.config[k] for k in distributions}
+        state = TrialState.COMPLETE if complete else TrialState.PRUNED
+        study.add_trial(ended_trial(state, curves, params, distributions))
     return study
 
 

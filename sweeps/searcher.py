@@ -233,6 +233,23 @@ def earlier_trials(
     return kept, len(study.trials) - len(kept)
 
 
+def ended_trial(
+    state: TrialState, curves: list[dict[int, float]], params: dict, distributions: dict
+) -> FrozenTrial:
+    """A trial that ended COMPLETE or PRUNED, as PruningAwareOptunaSearch leaves it in the
+    study: `curves` holds each objective's value by epoch; its values are their last (a
+    pruned trial of one objective keeps its last value, of several none), and one objective
+    keeps its curve as intermediate values (TPE ranks a pruned trial by it)."""
+    one = len(curves) == 1
+    return optuna.trial.create_trial(
+        state=state,
+        values=[c[max(c)] for c in curves] if state == TrialState.COMPLETE or one else None,
+        params=params,
+        distributions=distributions,
+        intermediate_values=curves[0] if one else {},
+    )
+
+
 def in_space(told: list[FrozenTrial], distributions: dict, sweep: str) -> list[FrozenTrial]:
     """The trials of `told` whose params `distributions` hold (an Optuna space); raises
     ValueError naming --warm-start when there is none."""

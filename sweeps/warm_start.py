@@ -16,7 +16,13 @@ from mlflow import MlflowClient
 from optuna.trial import FrozenTrial, TrialState
 from ray.tune.search.optuna import OptunaSearch
 
-from sweeps.searcher import STUDY_COPY, earlier_trials, fetch_study_copy, in_space
+from sweeps.searcher import (
+    STUDY_COPY,
+    earlier_trials,
+    ended_trial,
+    fetch_study_copy,
+    in_space,
+)
 from sweeps.spec import SweepSpec
 from sweeps.tracking import OUTCOME, PARENT, ROLE, SWEEP_NAME, search_all
 
@@ -116,16 +122,7 @@ def _trial(client: MlflowClient, run, distributions: dict, metrics: list[str]):
     ]
     if not all(curves):
         return None
-    last = [curve[max(curve)] for curve in curves]
-    told = state == TrialState.COMPLETE or len(metrics) == 1  # Optuna: a pruned one, its last
-    return optuna.trial.create_trial(
-        state=state,
-        values=last if told else None,
-        params=params,
-        distributions=distributions,
-        # one objective: the curve by epoch (Optuna ranks an early-stopped trial by its last)
-        intermediate_values=curves[0] if len(metrics) == 1 else {},
-    )
+    return ended_trial(state, curves, params, distributions)
 
 
 def _value(distribution, logged: str | None):
