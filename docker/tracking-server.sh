@@ -15,6 +15,12 @@
 #   MLFLOW_AUTH_ADMIN_USERNAME      admin     name of the admin user
 #   MLFLOW_AUTH_DEFAULT_PERMISSION  READ      what users may do with experiments and models they
 #                                             were not granted: READ, EDIT, MANAGE, NO_PERMISSIONS
+#   MLFLOW_AUTH_CACHE_TTL_SECONDS   30        how long a worker trusts a checked password: checking
+#                                             one costs ~0.2 s of CPU (PBKDF2), every request
+#                                             of every trial sends one. A password changed or a
+#                                             user deleted through the API is refused at once by
+#                                             the worker that took the change, by the others
+#                                             within this time. 0 checks every request.
 #   HOST 0.0.0.0, PORT 5000, WORKERS 2        where the server listens, how many worker processes
 #   PYTHON                          python    the interpreter that has mlflow installed
 #
@@ -56,8 +62,9 @@ MLFLOW_AUTH_DEFAULT_PERMISSION=${MLFLOW_AUTH_DEFAULT_PERMISSION:-READ}
 HOST=${HOST:-0.0.0.0}
 PORT=${PORT:-5000}
 WORKERS=${WORKERS:-2}
+MLFLOW_AUTH_CACHE_TTL_SECONDS=${MLFLOW_AUTH_CACHE_TTL_SECONDS:-30}
 
-for name in PORT WORKERS; do
+for name in PORT WORKERS MLFLOW_AUTH_CACHE_TTL_SECONDS; do
     eval "_value=\$$name"
     case $_value in
         "" | *[!0-9]*) die "$name must be a whole number, not '$_value'." ;;
@@ -89,6 +96,7 @@ default_permission = $(ini_value "$MLFLOW_AUTH_DEFAULT_PERMISSION")
 database_uri = $(ini_value "$MLFLOW_AUTH_DATABASE_URI")
 admin_username = $(ini_value "$MLFLOW_AUTH_ADMIN_USERNAME")
 authorization_function = mlflow.server.auth:authenticate_request_basic_auth
+auth_cache_ttl_seconds = $MLFLOW_AUTH_CACHE_TTL_SECONDS
 EOF
 export MLFLOW_AUTH_CONFIG_PATH MLFLOW_BACKEND_STORE_URI
 

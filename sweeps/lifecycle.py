@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mlflow.entities import Metric, RunStatus, RunTag
+from mlflow.entities import Metric, Run, RunStatus, RunTag
 from mlflow.tracking import MlflowClient
 from ray import tune
 
@@ -229,10 +229,13 @@ def error_text(trial) -> str:
     return (last[-1] if last else text)[:5000]
 
 
-def end_if_running(client: MlflowClient, run_id: str, status: str, tags: dict[str, str]) -> bool:
+def end_if_running(
+    client: MlflowClient, run_id: str, status: str, tags: dict[str, str], run: Run | None = None
+) -> bool:
     """End `run_id` with `status` unless it already ended; True if this call ended it. A run
-    that ended itself (a trial that ran out of epochs) gets `tags` if it has no outcome yet."""
-    run = client.get_run(run_id)
+    that ended itself (a trial that ran out of epochs) gets `tags` if it has no outcome yet.
+    `run`: the run as the caller just fetched it (one call less)."""
+    run = run or client.get_run(run_id)
     if run.info.status != RunStatus.to_string(RunStatus.RUNNING):
         if OUTCOME in tags and OUTCOME not in run.data.tags:  # it ended itself, unsaid how
             client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
@@ -242,13 +245,14 @@ def end_if_running(client: MlflowClient, run_id: str, status: str, tags: dict[st
     return True
 
 
-def end_trial_run(client: MlflowClient, trial, status: str, tags: dict[str, str]):
-    """Deliver an ended trial's outbox, then end its run; its log counters (None: no run)."""
+def end_trial_run(client: MlflowClient, trial, status: str, tags: dict[str, str], runs=None):
+    """Deliver an ended trial's outbox, then end its run; its log counters (None: no run).
+    `runs`: the sweep's trial runs by id, as just fetched."""
     result = trial.last_result or {}
     if not (run_id := result.get("mlflow_run_id")):
         return None
     counters = outbox.deliver(client, run_id, trial.checkpoint, result)
-    end_if_running(client, run_id, status, tags)
+    end_if_running(client, run_id, status, tags, (runs or {}).get(run_id))
     return counters
 
 
@@ -371,36 +375,49 @@ class SweepRuns:
         KILLED and raise SweepInterrupted, saying how to resume. Else leave nothing RUNNING and
         nothing undelivered: each trial's outbox is delivered and its run ended (waiting for
         the server if it is away); a run whose trial is not in the saved state (it started
-        after the driver last saved, and was proposed again on --resume) ends KILLED.
-        Returns the sweep's late / dropped / pending log calls."""
+        after the driver last saved, and was proposed again on --resume) ends KILLED; an empty
+        second run of a trial (the server made a run the trial had stopped waiting for, and
+        the trial made another) is deleted. Returns the sweep's late / dropped / pending log calls."""
         unfinished = [t for t in trials if t.status not in ("TERMINATED", "ERROR")]
         missing = 0 if expected is None else max(expected - len(trials), 0)
         if unfinished or missing:
             self._interrupted(unfinished, len(unfinished) + missing, expected)
-        tracking.patiently("ending the sweep's trials", self.client.get_run, self.parent)
+        runs = tracking.patiently("ending the sweep's trials", self._trial_runs)
         spent = epochs_spent(trials)
         totals = dict.fromkeys(outbox.NOTHING, 0)
         for trial in trials:
             status, tags = stops.outcome(trial, spent, seconds)
             counters = tracking.patiently(
-                f"settling {trial}", end_trial_run, self.client, trial, status, tags
+                f"settling {trial}", end_trial_run, self.client, trial, status, tags, runs
             )
             for key, value in (counters or {}).items():
                 totals[key] += value
         by_id = {t.trial_id: t for t in trials}
-        for run in self.client.search_runs(
-            [self.experiment_id],
-            f"tags.`{PARENT}` = '{self.parent}' and attributes.status = 'RUNNING'",
-        ):  # runs of trials that never reported
-            trial = by_id.get(run.data.tags.get(TRIAL_ID))
+        reported = {(t.last_result or {}).get("mlflow_run_id") for t in trials}
+        copies = Counter(r.data.tags.get(TRIAL_ID) for r in runs.values())
+        for run in runs.values():  # runs no trial reported: ended above if they are
+            if run.info.run_id in reported or run.info.status != "RUNNING":
+                continue
+            trial = by_id.get(trial_id := run.data.tags.get(TRIAL_ID))
+            if copies[trial_id] > 1 and not run.data.metrics and not run.data.params:
+                # a create_run the client gave up waiting for, made by the server anyway
+                self.client.delete_run(run.info.run_id)
+                copies[trial_id] -= 1
+                continue
             if trial is None:
                 lost = "lost with the driver; proposed again"
                 status, tags = "KILLED", {OUTCOME: "lost", STOP_REASON: lost, NOTE: f"{lost}."}
-            else:
+            else:  # it never reported
                 status, tags = stops.outcome(trial, spent, seconds)
-            end_if_running(self.client, run.info.run_id, status, tags)
+            end_if_running(self.client, run.info.run_id, status, tags, run)
         self.client.set_tag(self.parent, "vae_sweep.log_calls", json.dumps(totals))
         return totals
+
+    def _trial_runs(self) -> dict[str, Run]:
+        """The sweep's trial runs by id: one search, not a call per trial."""
+        query = f"tags.`{PARENT}` = '{self.parent}'"
+        runs = tracking.search_all(self.client, [self.experiment_id], query)
+        return {r.info.run_id: r for r in runs}
 
     def _interrupted(self, unfinished: list, count: int, expected: int | None) -> None:
         resume = f"{Path(sys.argv[0]).name} --resume --name {self.name} (same --storage-path)"

@@ -30,8 +30,11 @@ def transient(err: BaseException) -> bool:
     """True for failures that waiting can cure: no connection, server errors, throttling."""
     if isinstance(err, MlflowException):
         status = err.get_http_status_code()
-        return status >= 500 or status == 429
-    return isinstance(err, OSError)  # requests' ConnectionError and timeouts are OSErrors
+    elif getattr(err, "response", None) is not None:  # requests' HTTPError: an artifact upload
+        status = err.response.status_code
+    else:
+        return isinstance(err, OSError)  # requests' ConnectionError and timeouts are OSErrors
+    return status >= 500 or status == 429
 
 
 class Outbox:

@@ -280,8 +280,9 @@ def timed(spent: dict[str, float], part: str) -> Iterator[None]:
 
 @contextmanager
 def _naming_a_full_disk(staging: str, epoch: int) -> Iterator[None]:
-    """A full disk while checkpointing fails the trial with where and what to do (it resumes
-    from its previous checkpoint)."""
+    """A full disk while checkpointing fails the trial with where and what to do: Tune
+    retries it from its previous checkpoint, and once its retries are spent it stays failed;
+    --resume goes on with the trials not yet ended."""
     try:
         yield
     except OSError as err:
@@ -291,8 +292,8 @@ def _naming_a_full_disk(staging: str, epoch: int) -> Iterator[None]:
         raise OSError(
             errno.ENOSPC,
             f"no space left on the device while saving the checkpoint of epoch {epoch} "
-            f"(staged in {staging}, stored under {storage}): free space there and continue "
-            "the sweep with --resume",
+            f"(staged in {staging}, stored under {storage}): free space there; if the "
+            "sweep stops, --resume goes on with its unfinished trials",
         ) from err
 
 

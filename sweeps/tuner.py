@@ -140,11 +140,10 @@ def build_tuner(
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
     trainable = _trainable(spec, resources, experiment_id, parent)
     if spec.resume:
+        # A trial that used up its retries stays failed, as Optuna (FAIL) and its run (FAILED)
+        # say: only the unfinished ones go on.
         return tune.Tuner.restore(
-            spec.experiment_path,
-            trainable=trainable,
-            resume_errored=True,
-            param_space=dict(spec.space),
+            spec.experiment_path, trainable=trainable, param_space=dict(spec.space)
         )
     if (study_db := optuna_storage(spec)) is not None:
         remote = "://" in spec.storage_path  # the driver's disk may not outlive the sweep

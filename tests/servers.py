@@ -86,10 +86,10 @@ def script_env(**settings: str) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def team_server(postgres: str, folder: Path) -> Iterator[str]:
+def team_server(postgres: str, folder: Path, **settings: str) -> Iterator[str]:
     """The team's tracking server as the image runs it: docker/tracking-server.sh through its
-    #!/bin/sh line, on `postgres`, admin password ADMIN_PASSWORD, artifacts in `folder`.
-    Yields its URL once /health answers."""
+    #!/bin/sh line, on `postgres`, admin password ADMIN_PASSWORD, artifacts in `folder`, and
+    the script's other `settings`. Yields its URL once /health answers."""
     port = free_port()
     env = script_env(
         MLFLOW_BACKEND_STORE_URI=f"{postgres}/mlflow",
@@ -100,6 +100,7 @@ def team_server(postgres: str, folder: Path) -> Iterator[str]:
         HOST="127.0.0.1",
         PORT=str(port),
         TMPDIR=str(folder),  # where the script writes the auth config
+        **settings,
     )
     log = folder / "server.log"
     proc = subprocess.Popen(

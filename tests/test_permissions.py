@@ -5,12 +5,16 @@ a version in what another writer created; a reader browses and pulls, and is ref
 change (HTTP 403, and the store is as it was); what our commands print when that happens.
 """
 
+import base64
 import importlib.util
 import io
 import os
 import shutil
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +22,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import REPO, in_process, make_splits, tiny_config
+from mlflow.entities import Metric
 from mlflow.exceptions import MlflowException
 from mlflow.server.auth.client import AuthServiceClient
 from mlflow.tracking import MlflowClient
@@ -25,6 +30,7 @@ from requests import HTTPError
 from servers import ADMIN_PASSWORD, team_server
 
 from sweeps import cli, tracking
+from sweeps.outbox import Outbox
 from sweeps.registry import CHAMPION, KEY, log_and_register, make_champion
 from vae_core import fit, load_model, read_checkpoint
 
@@ -33,6 +39,7 @@ EXPERIMENT = "vae-sweep/shapes"  # what a reader's shapes sweep would log into
 MODEL = "team-vae"
 DATA_KEY = "mnist/28px/1ch/center/all/val0.1/continuous"  # tiny_config's data
 ROLES = {"wendy": "writer", "walt": "writer", "rita": "reader"}
+CACHE_SECONDS = 3  # docker/tracking-server.sh's MLFLOW_AUTH_CACHE_TTL_SECONDS (30 by default)
 
 
 def password(user: str) -> str:
@@ -74,8 +81,10 @@ def team_user(server: str, user: str, role: str, typed: str | None = None, by: s
 
 @pytest.fixture(scope="module")
 def server(postgres, tmp_path_factory):
-    """The team server with its users: wendy and walt writers, rita a reader."""
-    with team_server(postgres, tmp_path_factory.mktemp("server")) as url:
+    """The team server with its users: wendy and walt writers, rita a reader. Its workers
+    trust a checked password for CACHE_SECONDS."""
+    folder = tmp_path_factory.mktemp("server")
+    with team_server(postgres, folder, MLFLOW_AUTH_CACHE_TTL_SECONDS=str(CACHE_SECONDS)) as url:
         admin = {"MLFLOW_TRACKING_USERNAME": "admin", "MLFLOW_TRACKING_PASSWORD": ADMIN_PASSWORD}
         made = subprocess.run(  # as the admin types it
             [sys.executable, str(SCRIPT), "wendy", "--role", "writer", "--tracking-uri", url],
@@ -279,6 +288,60 @@ def test_a_reader_is_refused_and_nothing_changes(server, published, attempt):
             "PERMISSION_DENIED",
             403,
         )
+    assert store_state(server) == before
+
+
+def test_a_changed_password_is_refused_by_every_worker_within_the_cache_time(server):
+    """Checking a password costs each request ~0.2 s of server CPU, so the server's workers
+    trust a checked one for a while (tracking-server.sh: MLFLOW_AUTH_CACHE_TTL_SECONDS). After
+    the admin changes it, the new one works at once and no worker accepts the old one in a
+    request sent later than that time after the change (each request goes to either of the
+    two workers)."""
+    assert team_user(server, "olga", "reader", password("olga")).returncode == 0
+
+    def accepted(secret: str) -> bool:
+        token = base64.b64encode(f"olga:{secret}".encode()).decode()
+        request = urllib.request.Request(
+            f"{server}/api/2.0/mlflow/experiments/search?max_results=1",
+            headers={"Authorization": f"Basic {token}"},
+        )
+        try:
+            return urllib.request.urlopen(request, timeout=30).status == 200
+        except urllib.error.HTTPError as err:
+            assert err.code == 401, err
+            return False
+
+    old, new = password("olga"), "olga-new-long-password"
+    assert all(accepted(old) for _ in range(6))  # checked, and trusted, by both workers
+    with login("admin"):
+        AuthServiceClient(server).update_user_password("olga", new)
+    changed = time.monotonic()
+    assert accepted(new)
+    sent = []  # (seconds after the change, accepted) for the old password
+    while not sent or sent[-1][0] < CACHE_SECONDS + 2:
+        at = time.monotonic() - changed
+        sent.append((at, accepted(old)))
+    late = [ok for at, ok in sent if at > CACHE_SECONDS]
+    assert len(late) >= 4 and not any(late), sent
+    assert accepted(new)
+
+
+def test_log_calls_the_server_refuses_are_dropped_and_counted_not_kept(
+    server, published, tmp_path
+):
+    """A trial's outbox keeps a call that waiting can cure (no server, 5xx, 429) and drops one
+    the server refuses: a 403 on an image upload (requests' HTTPError from the artifact proxy)
+    as much as one on a metric batch (MlflowException). Kept, it would be retried at every
+    epoch and carried in every checkpoint for nothing."""
+    grids = tmp_path / "grids"
+    grids.mkdir()
+    (grids / "reconstructions.png").write_bytes(b"not really a png")
+    before = store_state(server)
+    with login("rita"):
+        box = Outbox(MlflowClient(server), published.run_id)
+        box.log_artifacts(grids, "images/epoch_001")
+        box.log_metrics([Metric("val_bpd", 0.1, 0, 1)])
+    assert box.counters() == {"mlflow_pending": 0, "mlflow_late": 0, "mlflow_dropped": 2}
     assert store_state(server) == before
 
 

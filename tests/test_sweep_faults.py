@@ -14,6 +14,8 @@ from mlflow.tracking import MlflowClient
 from ray import tune
 from record import record
 
+from sweeps.tracking import PARENT, ROLE, TRIAL_ID
+
 
 def start(job, *flags, storage=None, home=None, cwd=None):
     """The sweep script as a user runs it; `home` and `cwd` for a driver on another head."""
@@ -318,6 +320,26 @@ def test_a_diverging_trial_fails_alone_and_is_not_retried(tmp_path):
     assert "registered   shapes-vae-smoke version 1" in out  # 64 px: the dataset's own size
     lost = trials_lost(tmp_path, "nan", runs)
     assert lost == 0
+
+    # --resume of the ended sweep: a trial that used up its retries stays failed, as its study
+    # says, and the empty copy of a run a timed-out create_run left behind is deleted
+    ended = {r.info.run_id: r.info.end_time for r in runs}
+    copy = client.create_run(
+        runs[0].info.experiment_id,
+        tags={k: runs[0].data.tags[k] for k in (ROLE, PARENT, TRIAL_ID)},
+    )
+    resumed = start(tmp_path, "--resume", "--name", "nan")
+    out, err = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, err[-3000:]
+    assert client.get_run(copy.info.run_id).info.lifecycle_stage == "deleted"
+    again = trial_runs(tmp_path)
+    assert {r.info.run_id: r.info.end_time for r in again} == ended  # nothing ran again
+    restored = tune.ExperimentAnalysis(str(tmp_path / "ray" / "nan")).trials
+    assert {t.trial_id: t.status for t in restored} == {t.trial_id: t.status for t in trials}
+    study = optuna.load_study(
+        study_name="nan", storage=f"sqlite:///{tmp_path / 'ray' / 'nan' / 'optuna.db'}"
+    )
+    assert sorted(t.state.name for t in study.trials) == states
     record(
         "diverging trials (lr 1e4: NaN at step 2)",
         test="tests/test_sweep_faults.py::test_a_diverging_trial_fails_alone_and_is_not_retried",
@@ -358,4 +380,4 @@ def test_a_disk_that_fills_up_fails_the_trial_naming_the_path(tmp_path):
     assert len(runs) == 1 and runs[0].info.status == "FAILED", err[-3000:]
     error = runs[0].data.tags["vae_sweep.error"]
     assert "no space left on the device while saving the checkpoint of epoch" in error
-    assert str(trial) in error and "free space there and continue the sweep with --resume" in error
+    assert str(trial) in error and "free space there; if the sweep stops, --resume" in error
