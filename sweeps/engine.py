@@ -103,6 +103,7 @@ def run_sweep(spec: SweepSpec) -> Outcome | None:
         expected = None if spec.budgeted else spec.num_samples
         logs = runs.settle(trials, tuners.stops(spec), time.monotonic() - started, expected)
         if study_db is not None:
+            searcher.tell_held_back(spec.name, study_db)
             searcher.fail_unfinished(spec.name, study_db)
         outcome = finish(spec, results, parent, study_db, logs, resources, cluster.joined)
     except SweepInterrupted:

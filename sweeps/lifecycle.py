@@ -377,7 +377,8 @@ class SweepRuns:
         the server if it is away); a run whose trial is not in the saved state (it started
         after the driver last saved, and was proposed again on --resume) ends KILLED; an empty
         second run of a trial (the server made a run the trial had stopped waiting for, and
-        the trial made another) is deleted. Returns the sweep's late / dropped / pending log calls."""
+        the trial made another) is deleted. Returns the sweep's late / dropped / pending log
+        calls."""
         unfinished = [t for t in trials if t.status not in ("TERMINATED", "ERROR")]
         missing = 0 if expected is None else max(expected - len(trials), 0)
         if unfinished or missing:

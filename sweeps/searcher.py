@@ -8,6 +8,15 @@ FAIL, as before. The result that made ASHA stop a trial reaches the searcher onl
 on_trial_complete, not on_trial_result: it is reported here, so the pruned trial's value is its
 last epoch's, not the one before.
 
+How a trial ended is told to the study only once Tune's saved state says it ended. The study
+is written at once, Tune's state every 10 s or more: a driver killed in between would leave a
+trial ended in the study that a resumed sweep runs again, so that the study and the run would
+disagree on it. Each save of the searcher tells what the previous save held back (Tune has
+saved its state since); a restore tells what the saved searcher held back; the engine tells
+the rest after Tune's last save (`tell_held_back`). TPE learns of a result one save later.
+(Tune uploads its state to the storage in the background and skips an upload while the last
+one runs: an upload slower than Tune's period between saves leaves a window open again.)
+
 The study is an SQLite file on the driver. When the sweep's state is on remote storage (s3://)
 the driver's disk may not outlive it (a new head, a KubeRay emptyDir): each time Tune saves the
 searcher, a consistent copy of the study goes beside it, into the folder Tune uploads, and a
@@ -16,12 +25,13 @@ restore on a driver without the study fetches that copy back from the storage.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import tempfile
 import warnings
 from collections.abc import Sequence
-from contextlib import closing
-from dataclasses import dataclass
+from contextlib import closing, suppress
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import optuna
@@ -47,6 +57,8 @@ class PruningAwareOptunaSearch(OptunaSearch):
         self._study_copy = study_copy  # URI of the study's copy beside the sweep's state
         self._warm_start = list(warm_start)  # an earlier sweep's trials, told before any ask
         self._warm = 0  # how many of them the study holds: its trial numbers start there
+        self._held: list[Tell] = []  # ended trials not yet told to the study, oldest first
+        self._saved = 0  # how many of them the last save held back (Tune saved them since)
         super().__init__(*args, **kwargs)
 
     def _setup_study(self, mode) -> None:
@@ -72,15 +84,27 @@ class PruningAwareOptunaSearch(OptunaSearch):
         return Path(url.removeprefix("sqlite:///")) if url.startswith("sqlite:///") else None
 
     def save(self, checkpoint_path: str) -> None:
+        """Tell what the previous save held back (Tune's state saved since says those trials
+        ended); hold the rest back, in the saved state and in HELD beside the study."""
+        self._tell(self._held[: self._saved])
+        self._held, self._saved = self._held[self._saved :], len(self._held) - self._saved
         super().save(checkpoint_path)
-        if self._study_copy and (study := self._study_file()) is not None:
-            _copy_sqlite(study, Path(checkpoint_path).with_name(STUDY_COPY))
+        if (study := self._study_file()) is not None:
+            _write_held(study, self._held)
+            if self._study_copy:
+                _copy_sqlite(study, Path(checkpoint_path).with_name(STUDY_COPY))
 
     def restore(self, checkpoint_path: str) -> None:
         """Tune's saved searcher; and on a driver whose study has fewer trials than the copy
         saved with it (a new head: restoring made it an empty one), the copy. The copy was
-        taken with the pickled state, so the two agree."""
+        taken with the pickled state, so the two agree. Then what that save held back is told:
+        Tune's state, saved with it, says those trials ended."""
         super().restore(checkpoint_path)
+        self._fetch_study_copy()
+        self._tell(self._held)
+        self._held, self._saved = [], 0
+
+    def _fetch_study_copy(self) -> None:
         if not self._study_copy or (study := self._study_file()) is None:
             return
         with tempfile.TemporaryDirectory() as folder:
@@ -101,19 +125,64 @@ class PruningAwareOptunaSearch(OptunaSearch):
     def on_trial_complete(
         self, trial_id: str, result: dict | None = None, error: bool = False
     ) -> None:
-        stopped_early = (
-            not error
-            and result is not None
-            and result.get(TRAINING_ITERATION, 0) < self._max_iterations
-        )
-        if not stopped_early or trial_id in self._completed_trials:
-            super().on_trial_complete(trial_id, result, error)
-            return
-        trial = self._ot_trials[trial_id]
-        if not isinstance(self._metric, list):  # Optuna keeps no curve of several objectives
-            trial.report(result[self._metric], result[TRAINING_ITERATION])  # the stopping one
-        self._ot_study.tell(trial, state=TrialState.PRUNED)
+        """Held back until Tune has saved that the trial ended (see the module's doc)."""
+        if trial_id in self._completed_trials:
+            return  # a trial run again after a restore, told already
         self._completed_trials.add(trial_id)
+        trial, result = self._ot_trials[trial_id], result or {}
+        several = isinstance(self._metric, list)
+        values = [result.get(m) for m in self._metric] if several else result.get(self._metric)
+        if error:  # (Ray's OptunaSearch tells COMPLETE when the trial had reported a value)
+            self._held.append(Tell(trial.number, TrialState.FAIL.name))
+        elif values is None or (several and None in values):
+            self._held.append(Tell(trial.number, TrialState.PRUNED.name))  # no result
+        elif result.get(TRAINING_ITERATION, 0) < self._max_iterations:  # stopped early
+            if not several:  # its curve's last point, the one that stopped it (Optuna keeps
+                with suppress(optuna.exceptions.UpdateFinishedTrialError):  # no curve of
+                    trial.report(values, result[TRAINING_ITERATION])  # several); see _tell
+            self._held.append(Tell(trial.number, TrialState.PRUNED.name))
+        else:  # Optuna makes a NaN value a FAIL
+            self._held.append(Tell(trial.number, None, values))
+
+    def _tell(self, tells: list[Tell]) -> None:
+        _tell(self._ot_study, tells)
+
+
+@dataclass(frozen=True)
+class Tell:
+    """How an Optuna trial ended: its state (None: COMPLETE, or FAIL for a NaN value) and its
+    value(s); a pruned trial's value is its last reported one."""
+
+    number: int
+    state: str | None
+    values: float | list[float] | None = None
+
+
+def _tell(study: optuna.Study, tells: list[Tell]) -> None:
+    """Tell the study how these trials ended; one it holds as ended already (told by a driver
+    that died before Tune saved that) stays as it is."""
+    for tell in tells:
+        state = None if tell.state is None else TrialState[tell.state]
+        study.tell(tell.number, tell.values, state=state, skip_if_finished=True)
+
+
+HELD = "held-back.json"  # beside the study: the tells the searcher's last save held back
+
+
+def _write_held(study: Path, held: list[Tell]) -> None:
+    """Beside the study, for `tell_held_back` after Tune's last save; written then renamed."""
+    partial = study.with_name(f".{HELD}.partial")
+    partial.write_text(json.dumps([asdict(t) for t in held]))
+    partial.replace(study.with_name(HELD))
+
+
+def tell_held_back(study_name: str, storage_url: str) -> None:
+    """After Tune's last save: tell the study what the searcher's last save held back."""
+    held = Path(storage_url.removeprefix("sqlite:///")).with_name(HELD)
+    if held.exists():
+        study = optuna.load_study(study_name=study_name, storage=storage_url)
+        _tell(study, [Tell(**t) for t in json.loads(held.read_text())])
+        held.unlink()
 
 
 def fetch_study_copy(uri: str, target: Path) -> bool:

@@ -10,7 +10,14 @@ import pytest
 from optuna.trial import TrialState
 from ray import tune
 
-from sweeps.searcher import DEFAULT_TPE, TPE, TRIAL_INDEX, earlier_trials, make_searcher
+from sweeps.searcher import (
+    DEFAULT_TPE,
+    TPE,
+    TRIAL_INDEX,
+    earlier_trials,
+    make_searcher,
+    tell_held_back,
+)
 from sweeps.spec import SpecError, parse_spec
 
 NARROW = {"latent_dim": tune.choice([4, 8]), "kl_weight": tune.loguniform(0.5, 2.0)}
@@ -32,7 +39,47 @@ def earlier(tmp_path):
         searcher.on_trial_result(f"t{n}", {"val_bpd": 9.0, "training_iteration": 1})
         searcher.on_trial_complete(f"t{n}", {"val_bpd": 8.0 + n, "training_iteration": 2})
     searcher.on_trial_complete("t5", None, error=True)
+    searcher.save(str(tmp_path / "searcher.pkl"))  # Tune's last save, then the engine tells
+    tell_held_back("earlier", url)
     return url
+
+
+def states(url: str, name: str) -> list[str]:
+    return [t.state.name for t in optuna.load_study(study_name=name, storage=url).trials]
+
+
+def test_an_ended_trial_is_told_once_tune_has_saved_that_it_ended(tmp_path):
+    """Tune saves its state (the searcher's first) every 10 s or more, the study is written at
+    once: a trial is told to the study at the save after Tune's, or on a restore from the
+    save that held it back, so that a driver killed in between never leaves the study saying
+    a trial ended that the resumed sweep runs again."""
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    searcher = make_searcher("s", url, seed=0, max_epochs=3)
+    searcher.set_search_properties("val_bpd", "min", NARROW)
+    for n in range(4):
+        searcher.suggest(f"t{n}")
+    searcher.on_trial_result("t1", {"val_bpd": 9.0, "training_iteration": 1})
+    searcher.on_trial_complete("t0", {"val_bpd": 2.0, "training_iteration": 3})
+    searcher.on_trial_complete("t1", {"val_bpd": 8.0, "training_iteration": 2})  # ASHA
+    assert states(url, "s") == ["RUNNING"] * 4
+    searcher.save(str(tmp_path / "first.pkl"))  # Tune's state saved next says they ended
+    assert states(url, "s") == ["RUNNING"] * 4
+    searcher.on_trial_result("t2", {"val_bpd": 5.0, "training_iteration": 1})
+    searcher.on_trial_complete("t2", {"val_bpd": 5.0, "training_iteration": 1}, error=True)
+    searcher.save(str(tmp_path / "second.pkl"))
+    assert states(url, "s") == ["COMPLETE", "PRUNED", "RUNNING", "RUNNING"]
+    pruned = optuna.load_study(study_name="s", storage=url).trials[1]
+    assert pruned.intermediate_values == {1: 9.0, 2: 8.0} and pruned.value == 8.0
+
+    # the driver dies; a new one restores the second save: its held-back t2 ended (Ray's
+    # OptunaSearch would tell COMPLETE, as t2 had reported a value before failing)
+    again = make_searcher("s", url, seed=0, max_epochs=3)
+    again.restore(str(tmp_path / "second.pkl"))
+    assert states(url, "s") == ["COMPLETE", "PRUNED", "FAIL", "RUNNING"]
+    # restored from the first save (its upload the last to land): told again, no change
+    first = make_searcher("s", url, seed=0, max_epochs=3)
+    first.restore(str(tmp_path / "first.pkl"))
+    assert states(url, "s") == ["COMPLETE", "PRUNED", "FAIL", "RUNNING"]
 
 
 def test_a_wider_space_starts_from_every_told_trial_and_numbers_its_own_from_0(earlier, tmp_path):
