@@ -4,7 +4,7 @@ where a trial restarts when the one Tune restores it from is damaged.
 Tune restores a trial from its latest checkpoint and never looks inside. A file cut short
 (a full disk, a copy interrupted, someone's `truncate`) would fail every retry of the trial
 the same way, and the end of the sweep could pick it as the best. Here the trial falls back to
-its newest earlier checkpoint that reads (Tune keeps the best and the latest), or to epoch 0,
+its newest earlier checkpoint that reads (Tune keeps the best two and the latest), or to epoch 0,
 and the end of the sweep passes over a file whose size its header does not account for.
 """
 

@@ -104,14 +104,22 @@ def best_checkpoint(results, metric: str = METRIC, mode: str = "min") -> Candida
     """The best (`mode` min or max) `metric` checkpoint Tune kept of any trial. Chosen among
     checkpoints, not epochs, so that the registered weights are the ones whose metric is
     reported: a trial whose best epoch's checkpoint was not kept (stopped by a budget at that
-    very result, or a killed driver's deletions) competes with what it has."""
-    kept = [
-        (metrics[metric] * (-1 if mode == "max" else 1), n, Candidate(result, checkpoint, metrics))
-        for n, result in enumerate(results)
-        for checkpoint, metrics in result.best_checkpoints or []
-        if math.isfinite(metrics.get(metric, math.nan)) and _usable(checkpoint)
-    ]
-    return min(kept, key=lambda k: k[:2])[2] if kept else None
+    very result, or a killed driver's deletions) competes with what it has. Only the best
+    are opened, until one is usable: not a file read (or a download) per trial."""
+    kept = sorted(
+        (
+            (
+                metrics[metric] * (-1 if mode == "max" else 1),
+                n,
+                Candidate(result, checkpoint, metrics),
+            )
+            for n, result in enumerate(results)
+            for checkpoint, metrics in result.best_checkpoints or []
+            if math.isfinite(metrics.get(metric, math.nan))
+        ),
+        key=lambda k: k[:2],
+    )
+    return next((c for _, _, c in kept if _usable(c.checkpoint)), None)
 
 
 def pareto_front(results) -> list[Candidate]:

@@ -17,7 +17,7 @@ from vae_core import Config, load_splits
 from vae_core.data.cache import check_source
 from vae_core.model import build_model
 
-CHECKPOINTS_PER_TRIAL = 2  # Tune keeps the best and the latest
+CHECKPOINTS_PER_TRIAL = 3  # Tune keeps the two best and the latest (tuner.KEPT_CHECKPOINTS)
 
 
 class PreflightError(ValueError):

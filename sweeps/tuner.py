@@ -36,6 +36,9 @@ def stops(spec: SweepSpec) -> Stops:
     )
 
 
+KEPT_CHECKPOINTS = 2  # a trial's best, besides its latest
+
+
 def check_restorable(spec: SweepSpec) -> None:
     """--resume needs Tune's saved state, of this user's own (restoring unpickles it)."""
     if not tune.Tuner.can_restore(spec.experiment_path):
@@ -195,9 +198,13 @@ def build_tuner(
                 *(logger() for logger in LOGGERS),
                 *([budget] if budget else []),
             ],
-            # The best epoch, and always the latest; a point of a front is a trial's last.
+            # The two best epochs, and always the latest; a point of a front is a trial's
+            # last. Tune saves its whole state (every trial's: O(trials)) whenever a trial has
+            # made num_to_keep checkpoints since the last save, so that the state never names
+            # a deleted one: with 1, at every epoch of every trial, which made a sweep's
+            # driver time grow with the square of its trials (docs/BENCHMARKS.md, "Scale").
             checkpoint_config=tune.CheckpointConfig(
-                num_to_keep=1,
+                num_to_keep=KEPT_CHECKPOINTS,
                 checkpoint_score_attribute=None if spec.multi_objective else spec.metric,
                 checkpoint_score_order=spec.mode,
             ),

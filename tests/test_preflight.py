@@ -35,7 +35,8 @@ def test_a_disk_too_small_for_the_checkpoints_is_refused_up_front(tmp_path):
             preflight.check_storage(str(disk / "ray"), 8, config)
     message = str(err.value)
     assert f"--storage-path {disk}/ray: 2 MiB free" in message
-    assert "8 trials x 2 x" in message and "free some space or pass another path" in message
+    assert f"8 trials x {preflight.CHECKPOINTS_PER_TRIAL} x" in message
+    assert "free some space or pass another path" in message
 
 
 def test_resume_reads_only_state_nobody_else_can_write(tmp_path):
