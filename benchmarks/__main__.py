@@ -29,6 +29,7 @@ BENCHMARKS = {
     ),
     "gpu_packing": ([], ["--quick"]),
     "platform_overhead": ([], ["--quick"]),
+    "scale": ([], ["--quick"]),
     "cluster_scaling": (["--trials", "8"], ["--trials", "4"]),
     "search_efficiency": (["--data-root", DATA], ["--data-root", DATA, "--quick"]),
     # on benchmarks/curves/, recorded once: `python benchmarks/curves.py record` (55 min)

@@ -42,6 +42,18 @@ def platform_overhead(r: dict) -> list[Row]:
     ]  # fmt: skip
 
 
+def scale(r: dict) -> list[Row]:
+    growth, at_128 = r["growth_1000_vs_128"], r["per_trial_at_128_s"]
+    return [
+        ("platform overhead per trial, 1,000 one-epoch trials against 128 (default search)",
+         "not run" if growth is None else f"{growth:.2f}x", "<= 1.2x",
+         "-" if growth is None else _verdict(growth <= 1.2)),
+        ("platform overhead per trial at 128 one-epoch trials (default search)",
+         "not run" if at_128 is None else f"{at_128:.2f} s", "< 1 s",
+         "-" if at_128 is None else _verdict(at_128 < 1)),
+    ]  # fmt: skip
+
+
 def search_replay(r: dict) -> list[Row]:
     rows = []
     for dataset, result in r["results"].items():
@@ -120,6 +132,7 @@ ROWS: dict[str, Callable[[dict], list[Row]]] = {
     "quickstart": quickstart,
     "trainer_speed": trainer_speed,
     "platform_overhead": platform_overhead,
+    "scale": scale,
     "search_replay": search_replay,
     "search_live": search_live,
     "seed_mlp_tf": seed_mlp_tf,

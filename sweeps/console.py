@@ -16,7 +16,7 @@ import time
 from ray import tune
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
-from sweeps.lifecycle import Stops, epochs_spent, error_text
+from sweeps.lifecycle import Stops, error_text
 from sweeps.tracking import NOTE
 
 # Tune adds these loggers itself, and TensorBoard's too (or a warning that it is missing),
@@ -79,7 +79,7 @@ class EpochLines(tune.Callback):
     def on_trial_complete(self, iteration: int, trials: list, trial, **info):
         # what its run's description says (lifecycle.Stops: pruned, a budget, completed)
         seconds = time.monotonic() - self.started
-        _, tags = self.stops.outcome(trial, epochs_spent(trials), seconds)
+        _, tags = self.stops.outcome(trial, self.stops.spent(trials), seconds)
         print(f"{self._name(trial)}   {tags[NOTE]}", flush=True)
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info):

@@ -174,6 +174,12 @@ class Stops:
     metric: str = "val_bpd"  # the sweep's, for the description
     mode: str = "min"
 
+    def spent(self, trials) -> int:
+        """Epochs the sweep's `trials` have trained in all where an epoch budget makes it
+        matter (0 otherwise): a sum over every trial at each trial's end, which grows with the
+        sweep."""
+        return epochs_spent(trials) if self.epoch_budget is not None else 0
+
     def outcome(self, trial, spent: int, seconds: float) -> tuple[str, dict[str, str]]:
         """The MLflow status and tags of an ended Tune trial, `spent` epochs and `seconds`
         into the sweep."""
@@ -279,7 +285,7 @@ class EndTrialRuns(tune.Callback):
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
         seconds = time.monotonic() - self.started
-        self._end(trial, *self.stops.outcome(trial, epochs_spent(trials), seconds))
+        self._end(trial, *self.stops.outcome(trial, self.stops.spent(trials), seconds))
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
         self._end(trial, "FAILED", failed(error_text(trial), trial_epoch(trial)))
