@@ -118,3 +118,30 @@ def trial_results(experiment: Path) -> list[tuple[Any, list[dict]]]:
         lines = path.read_text().splitlines() if path.exists() else []
         out.append((trial, [json.loads(line) for line in lines]))
     return out
+
+
+# What a trial of the sweep engine times itself (sweeps.trainable reports overhead_<part>_s)
+TRIAL_PARTS = ("open_run", "load_data", "log", "checkpoint")
+
+
+def trial_times(trial, results: list[dict]) -> dict:
+    """When a trial's function began and last reported, its training seconds (every epoch,
+    validation included), the parts it timed itself, its config."""
+    last = results[-1]
+    times = {p: last.get(f"overhead_{p}_s", 0.0) for p in TRIAL_PARTS}
+    times |= {"entered": last["entered_at"], "left": last["reported_at"]}
+    return times | {"train": sum(r["epoch_seconds"] for r in results), "config": trial.config}
+
+
+def slot_seconds(trials: list[dict], at: float, wall: float, slots: int, trained: float):
+    """Overhead per trial in slot-seconds, (wall x slots - `trained`) / N, for a sweep that
+    started at `at` and took `wall` s; and its parts per trial: the slots idle while the
+    driver starts and ends, the parts the trials timed themselves (the caller adds its own
+    and takes the rest as `between_trials`). Also the driver's start and end, in seconds."""
+    n = len(trials)
+    start = min(t["entered"] for t in trials) - at
+    end = at + wall - max(t["left"] for t in trials)
+    parts = {p: sum(t[p] for t in trials) / n for p in TRIAL_PARTS}
+    parts["driver_start"] = start * slots / n
+    parts["driver_end"] = end * slots / n
+    return (wall * slots - trained) / n, parts, start, end

@@ -22,7 +22,16 @@ from pathlib import Path
 
 import ray
 import torch
-from _report import command, commit, machine, save_json, trial_results, write_section
+from _report import (
+    command,
+    commit,
+    machine,
+    save_json,
+    slot_seconds,
+    trial_results,
+    trial_times,
+    write_section,
+)
 from ray import tune
 
 from sweeps.engine import run_sweep
@@ -30,7 +39,6 @@ from sweeps.spec import parse_spec
 from vae_core import Config, fit, load_splits
 
 SPACE = {"latent_dim": tune.choice([4, 8, 16, 32]), "kl_weight": tune.loguniform(0.25, 4.0)}
-PARTS = ("open_run", "load_data", "log", "checkpoint")
 
 
 def main() -> None:
@@ -65,12 +73,7 @@ def breakdown(run: dict, slots: int, n: int, sum_plain: float) -> dict:
     while the driver starts and ends, training slower than alone, the parts each trial timed,
     and the rest (between trials: Tune, worker start or reset, the trial's set-up)."""
     trials = run["trials"]
-    start = min(t["entered"] for t in trials) - run["at"]
-    end = run["at"] + run["wall"] - max(t["left"] for t in trials)
-    per_trial = (run["wall"] * slots - sum_plain) / n
-    parts = {p: sum(t[p] for t in trials) / n for p in PARTS}
-    parts["driver_start"] = start * slots / n
-    parts["driver_end"] = end * slots / n
+    per_trial, parts, start, end = slot_seconds(trials, run["at"], run["wall"], slots, sum_plain)
     parts["slower_training"] = (sum(t["train"] for t in trials) - sum_plain) / n
     parts["between_trials"] = per_trial - sum(parts.values())
     return {
@@ -81,15 +84,6 @@ def breakdown(run: dict, slots: int, n: int, sum_plain: float) -> dict:
         "driver_end_s": end,
         "share_of_a_one_minute_trial": per_trial / (60 + per_trial),
     }
-
-
-def trial_times(trial: tune.experiment.Trial, results: list[dict]) -> dict:
-    """When a trial's function began and last reported, its training seconds (every epoch,
-    validation included, as in the plain loop), the parts it timed itself, its config."""
-    last = results[-1]
-    times = {p: last.get(f"overhead_{p}_s", 0.0) for p in PARTS}
-    times |= {"entered": last["entered_at"], "left": last["reported_at"]}
-    return times | {"train": sum(r["epoch_seconds"] for r in results), "config": trial.config}
 
 
 def sweep(folder: Path, mode: str, n: int, epochs: int, base: dict) -> dict:

@@ -37,7 +37,17 @@ from collections import Counter, defaultdict
 from functools import wraps
 from pathlib import Path
 
-from _report import REPO, command, commit, machine, save_json, trial_results, write_section
+from _report import (
+    REPO,
+    command,
+    commit,
+    machine,
+    save_json,
+    slot_seconds,
+    trial_results,
+    trial_times,
+    write_section,
+)
 
 SEARCHES = ("random", "tpe")
 SIZES = (16, 128, 1000)
@@ -46,7 +56,6 @@ SLOTS = 2  # one CPU per trial on this 2-core machine; main() checks it
 # platform, not the training.
 BASE = {"dataset": "shapes", "arch": "mlp", "hidden_dims": [64], "image_size": 16,
         "limit": 512, "batch_size": 64, "iwae_samples": 4, "device": "cpu"}  # fmt: skip
-PARTS = ("open_run", "load_data", "log", "checkpoint")  # what each trial times itself
 FIGURE = REPO / "docs" / "figures" / "scale.png"
 # The anchors the issue gives, in the units compared here
 RAY_ANCHOR = (715 * 16 - 10_000) / 10_000  # Ray's 10,000 one-second trials, 16 cores: slot-s
@@ -253,14 +262,6 @@ def sweep(n: int, search: str, folder: Path, profile: bool, epochs: int = 1) -> 
     return figures
 
 
-def trial_times(trial, results: list[dict]) -> dict:
-    """When a trial's function began and last reported, its training seconds, its parts."""
-    last = results[-1]
-    times = {p: last.get(f"overhead_{p}_s", 0.0) for p in PARTS}
-    times |= {"entered": last["entered_at"], "left": last["reported_at"]}
-    return times | {"train": sum(r["epoch_seconds"] for r in results)}
-
-
 def breakdown(d: dict, trials: list[dict]) -> dict:
     """Overhead per trial in slot-seconds and where it goes: the slots idle while the driver
     starts and ends, the parts the trials timed, the rest (between trials); the driver's
@@ -269,12 +270,7 @@ def breakdown(d: dict, trials: list[dict]) -> dict:
     if len(trials) != n:
         raise SystemExit(f"scale: {len(trials)} trials reported, expected {n}")
     train = sum(t["train"] for t in trials)
-    start = min(t["entered"] for t in trials) - d["at"]
-    end = d["at"] + d["wall_s"] - max(t["left"] for t in trials)
-    per_trial = (d["wall_s"] * SLOTS - train) / n
-    parts = {p: sum(t[p] for t in trials) / n for p in PARTS}
-    parts["driver_start"] = start * SLOTS / n
-    parts["driver_end"] = end * SLOTS / n
+    per_trial, parts, start, end = slot_seconds(trials, d["at"], d["wall_s"], SLOTS, train)
     parts["between_trials"] = per_trial - sum(parts.values())
     return {
         "train_per_trial_s": train / n,
