@@ -166,7 +166,7 @@ def instrument(timers: Timers) -> None:
     w(finish, "log_sweep_plots", "driver: finish, sweep plots")
     w(finish, "_register", "driver: finish, registration")
     w(finish, "study_of", "driver: finish, study of a random sweep")
-    w(searcher, "fail_unfinished", "driver: finish, study checked")
+    w(searcher, "end_unfinished", "driver: finish, study checked")
 
 
 def ray_processes_cpu() -> dict[str, float]:

@@ -104,7 +104,8 @@ def run_sweep(spec: SweepSpec) -> Outcome | None:
         logs = runs.settle(trials, tuners.stops(spec), time.monotonic() - started, expected)
         if study_db is not None:
             searcher.tell_held_back(spec.name, study_db)
-            searcher.fail_unfinished(spec.name, study_db)
+            stopped = {t.trial_id for t in trials if t.status == "TERMINATED"}
+            searcher.end_unfinished(spec.name, study_db, stopped)
         outcome = finish(spec, results, parent, study_db, logs, resources, cluster.joined)
     except SweepInterrupted:
         raise  # the runs are ended KILLED, waiting for --resume

@@ -42,6 +42,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 STUDY_COPY = "optuna-study.db"  # beside the searcher's state in the sweep's folder
 TRIAL_INDEX = "trial_index"  # the Optuna trial's number, in each suggested config
+TUNE_TRIAL_ID = "ray.trial_id"  # on each Optuna trial: the Tune trial it was asked for
 
 
 class PruningAwareOptunaSearch(OptunaSearch):
@@ -85,7 +86,7 @@ class PruningAwareOptunaSearch(OptunaSearch):
 
     def save(self, checkpoint_path: str) -> None:
         """Tell what the previous save held back (Tune's state saved since says those trials
-        ended); hold the rest back, in the saved state and in HELD beside the study."""
+        ended); hold the rest back, in the saved state and beside the study (_held_file)."""
         self._tell(self._held[: self._saved])
         self._held, self._saved = self._held[self._saved :], len(self._held) - self._saved
         super().save(checkpoint_path)
@@ -119,7 +120,9 @@ class PruningAwareOptunaSearch(OptunaSearch):
         an earlier sweep's trials, from 0 again): the trial seeds its training with it."""
         config = super().suggest(trial_id)
         if isinstance(config, dict):
-            config[TRIAL_INDEX] = self._ot_trials[trial_id].number - self._warm
+            trial = self._ot_trials[trial_id]
+            trial.set_user_attr(TUNE_TRIAL_ID, trial_id)  # for end_unfinished
+            config[TRIAL_INDEX] = trial.number - self._warm
         return config
 
     def on_trial_complete(
@@ -166,19 +169,24 @@ def _tell(study: optuna.Study, tells: list[Tell]) -> None:
         study.tell(tell.number, tell.values, state=state, skip_if_finished=True)
 
 
-HELD = "held-back.json"  # beside the study: the tells the searcher's last save held back
+def _held_file(study: Path) -> Path:
+    """Beside the study, the tells the searcher's last save held back. Not a .json: Tune
+    copies the sweep folder's .json and .pkl files to the driver when it restores a sweep
+    and back at each save, which would put a stale copy over it."""
+    return study.with_name(f"{study.name}.held")
 
 
 def _write_held(study: Path, held: list[Tell]) -> None:
-    """Beside the study, for `tell_held_back` after Tune's last save; written then renamed."""
-    partial = study.with_name(f".{HELD}.partial")
+    """For `tell_held_back` after Tune's last save; written then renamed."""
+    target = _held_file(study)
+    partial = target.with_name(f".{target.name}.partial")
     partial.write_text(json.dumps([asdict(t) for t in held]))
-    partial.replace(study.with_name(HELD))
+    partial.replace(target)
 
 
 def tell_held_back(study_name: str, storage_url: str) -> None:
     """After Tune's last save: tell the study what the searcher's last save held back."""
-    held = Path(storage_url.removeprefix("sqlite:///")).with_name(HELD)
+    held = _held_file(Path(storage_url.removeprefix("sqlite:///")))
     if held.exists():
         study = optuna.load_study(study_name=study_name, storage=storage_url)
         _tell(study, [Tell(**t) for t in json.loads(held.read_text())])
@@ -345,8 +353,12 @@ def _holds(distribution: optuna.distributions.BaseDistribution, value) -> bool:
         return False
 
 
-def fail_unfinished(study_name: str, storage_url: str) -> None:
-    """Tell FAIL for trials a dead driver left RUNNING in the study (after --resume)."""
+def end_unfinished(study_name: str, storage_url: str, stopped: set[str]) -> None:
+    """Trials the study still holds RUNNING after the sweep: PRUNED for those Tune stopped
+    without telling the searcher (`stopped`: Tune's ids; a budget that ends the sweep stops
+    the running trials so), their last reported value standing; FAIL for the rest (proposed
+    by a driver that died before Tune saved them)."""
     study = optuna.load_study(study_name=study_name, storage=storage_url)
     for trial in study.get_trials(deepcopy=False, states=[TrialState.RUNNING]):
-        study.tell(trial.number, state=TrialState.FAIL)
+        pruned = trial.user_attrs.get(TUNE_TRIAL_ID) in stopped
+        study.tell(trial.number, state=TrialState.PRUNED if pruned else TrialState.FAIL)

@@ -37,7 +37,7 @@ from sweeps.registry import (
     parse_ref,
     using_tracking_uri,
 )
-from sweeps.searcher import PruningAwareOptunaSearch
+from sweeps.searcher import PruningAwareOptunaSearch, tell_held_back
 from sweeps.space import check_space
 from sweeps.warm_start import logged_trials
 from vae_core import Config, ConfigError
@@ -588,6 +588,8 @@ def test_searcher_tells_pruned_complete_and_failed_trials_apart(tmp_path):
         searcher.on_trial_result("full", {"val_bpd": 4.0 - step, "training_iteration": step})
     searcher.on_trial_complete("full", {"val_bpd": 1.0, "training_iteration": 3})
     searcher.on_trial_complete("broken", None, error=True)
+    searcher.save(str(tmp_path / "searcher.pkl"))  # Tune's last save: held back until then
+    tell_held_back("unit", f"sqlite:///{tmp_path / 'o.db'}")
     study = optuna.load_study(study_name="unit", storage=f"sqlite:///{tmp_path / 'o.db'}")
     states = {t.number: (t.state, t.value) for t in study.trials}
     assert study.trials[0].intermediate_values == {1: 6.0, 2: 5.0}

@@ -246,6 +246,10 @@ def test_an_interrupted_then_killed_sweep_resumes_without_duplicates(tmp_path):
     assert len(study.trials) == len(kept)
     assert (state / "optuna-study.db").exists()  # the copy that travels with the state
     assert all(t.state.name != "RUNNING" for t in study.trials)
+    told = {t.number: t.state.name for t in study.trials}  # as Tune says each trial ended
+    for trial in tune.ExperimentAnalysis(str(state)).trials:
+        ran = int((trial.last_result or {}).get("epoch", 0))
+        assert told[trial.config["trial_index"]] == ("COMPLETE" if ran == 4 else "PRUNED")
     versions = client.search_model_versions("name = 'shapes-vae-smoke'")
     assert len(versions) == 1 and "registered   shapes-vae-smoke version 1" in out
     lost = trials_lost(job, "cut", runs)
