@@ -58,25 +58,30 @@ def postgres(folder: Path):
 
 
 @contextmanager
-def tracking_server(folder: Path, store: str, workers: int, kind: str = "basic-auth"):
+def tracking_server(
+    folder: Path,
+    store: str,
+    workers: int = 2,
+    kind: str = "basic-auth",
+    password: str = PASSWORD,
+    **settings: str,
+):
     """The team's server on `store`/mlflow with artifacts proxied to folder/artifacts: for
-    `basic-auth`, docker/tracking-server.sh as the image runs it (users in `store`/mlflow_auth;
-    each worker trusts a checked password for the script's default time); `basic-auth-uncached`
-    the same checking the password at every request; for `plain`, the same `mlflow server`
-    without the auth app. Yields its URL and Popen once
-    /health answers; its uvicorn access log, a line a request, goes to folder/server.log."""
+    `basic-auth`, docker/tracking-server.sh as the image runs it (users in `store`/mlflow_auth,
+    the admin's `password`, the script's other `settings`); for `plain`, the same `mlflow
+    server` without the auth app. Yields its URL and Popen once /health answers; its uvicorn
+    access log, a line a request, goes to folder/server.log. The tests' team server too."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    if kind in ("basic-auth", "basic-auth-uncached"):
-        if kind == "basic-auth-uncached":
-            env["MLFLOW_AUTH_CACHE_TTL_SECONDS"] = "0"
+    if kind == "basic-auth":
         env |= {
             "PYTHON": sys.executable, "MLFLOW_BACKEND_STORE_URI": f"{store}/mlflow",
             "MLFLOW_AUTH_DATABASE_URI": f"{store}/mlflow_auth",
             "MLFLOW_ARTIFACTS_DESTINATION": str(folder / "artifacts"),
-            "MLFLOW_AUTH_ADMIN_PASSWORD": PASSWORD,
+            "MLFLOW_AUTH_ADMIN_PASSWORD": password,
             "MLFLOW_FLASK_SERVER_SECRET_KEY": "benchmark-only-key-0123",
             "HOST": "127.0.0.1", "PORT": str(port), "WORKERS": str(workers), "TMPDIR": str(folder),
+            **settings,
         }  # fmt: skip
         args = [str(SCRIPT)]
     elif kind == "plain":
@@ -84,7 +89,7 @@ def tracking_server(folder: Path, store: str, workers: int, kind: str = "basic-a
                 "--serve-artifacts", "--artifacts-destination", str(folder / "artifacts"),
                 "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]  # fmt: skip
     else:
-        raise ValueError(f"--server {kind!r}: expected basic-auth, basic-auth-uncached or plain")
+        raise ValueError(f"--server {kind!r}: expected basic-auth or plain")
     log = folder / "server.log"
     # A session of its own: the uvicorn workers and MLflow's job consumers end with it.
     proc = subprocess.Popen(args, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT,

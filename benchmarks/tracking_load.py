@@ -267,7 +267,8 @@ def measure(url: str, store: str, folder: Path, pids: dict[str, int], plan: Plan
 def serve(folder: Path, store: str, pg_pid: int, kind: str, workers: int, plans) -> list[dict]:
     """Start the server of `kind` on the store and run the stages against it, in turn."""
     (folder / kind).mkdir()
-    with tracking_server(folder / kind, store, workers, kind) as (url, server):
+    server_kind, settings = SERVERS[kind]
+    with tracking_server(folder / kind, store, workers, server_kind, **settings) as (url, server):
         settle(server.pid)
         pids = {"server": server.pid, "postgres": pg_pid}
         return [measure(url, store, folder / kind, pids, plan) for plan in plans]
@@ -328,6 +329,11 @@ def main() -> None:
 
 # The section of docs/RELIABILITY.md
 
+SERVERS = {  # what each kind of stage runs: _load_servers.tracking_server's kind, settings
+    "basic-auth": ("basic-auth", {}),
+    "basic-auth-uncached": ("basic-auth", {"MLFLOW_AUTH_CACHE_TTL_SECONDS": "0"}),
+    "plain": ("plain", {}),
+}
 KINDS = {
     "basic-auth": "`mlflow server` with basic-auth, started by docker/tracking-server.sh",
     "basic-auth-uncached": "`mlflow server` with basic-auth checking the password at every "

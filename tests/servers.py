@@ -6,7 +6,6 @@ machine."""
 import contextlib
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -19,16 +18,15 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
-from _load_servers import PG_BIN, postgres  # noqa: E402  (PostgreSQL, as the benchmarks start it)
+from _load_servers import (  # noqa: E402  (as the benchmarks start them)
+    PG_BIN,
+    free_port,  # noqa: F401  (the tests' too)
+    postgres,
+    tracking_server,
+)
 
 ADMIN_PASSWORD = "team-tracking-pass"  # the server refuses admin passwords under 12 characters
 SERVER_SCRIPT = REPO / "docker" / "tracking-server.sh"  # the tracking-server image's entrypoint
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_mlflow_server(folder: Path, port: int) -> subprocess.Popen:
@@ -88,41 +86,11 @@ def script_env(**settings: str) -> dict[str, str]:
 @contextlib.contextmanager
 def team_server(postgres: str, folder: Path, **settings: str) -> Iterator[str]:
     """The team's tracking server as the image runs it: docker/tracking-server.sh through its
-    #!/bin/sh line, on `postgres`, admin password ADMIN_PASSWORD, artifacts in `folder`, and
-    the script's other `settings`. Yields its URL once /health answers."""
-    port = free_port()
-    env = script_env(
-        MLFLOW_BACKEND_STORE_URI=f"{postgres}/mlflow",
-        MLFLOW_AUTH_DATABASE_URI=f"{postgres}/mlflow_auth",
-        MLFLOW_ARTIFACTS_DESTINATION=str(folder / "artifacts"),
-        MLFLOW_AUTH_ADMIN_PASSWORD=ADMIN_PASSWORD,
-        MLFLOW_FLASK_SERVER_SECRET_KEY="test-only-secret-key",
-        HOST="127.0.0.1",
-        PORT=str(port),
-        TMPDIR=str(folder),  # where the script writes the auth config
-        **settings,
-    )
-    log = folder / "server.log"
-    proc = subprocess.Popen(
-        [str(SERVER_SCRIPT)], env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                if urllib.request.urlopen(f"{url}/health", timeout=2).status == 200:
-                    break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError(
-                        "mlflow server did not come up: " + log.read_text()[-3000:]
-                    ) from None
-                time.sleep(0.5)
+    #!/bin/sh line (benchmarks/_load_servers.tracking_server, which the benchmarks start too),
+    on `postgres`, admin password ADMIN_PASSWORD, artifacts in `folder`, and the script's
+    other `settings`. Yields its URL once /health answers."""
+    with tracking_server(folder, postgres, password=ADMIN_PASSWORD, **settings) as (url, _):
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
 
 
 RAY_CLI = Path(sys.executable).with_name("ray")  # this environment's `ray` command
