@@ -87,7 +87,7 @@ class PruningAwareOptunaSearch(OptunaSearch):
     def save(self, checkpoint_path: str) -> None:
         """Tell what the previous save held back (Tune's state saved since says those trials
         ended); hold the rest back, in the saved state and beside the study (_held_file)."""
-        self._tell(self._held[: self._saved])
+        _tell(self._ot_study, self._held[: self._saved])
         self._held, self._saved = self._held[self._saved :], len(self._held) - self._saved
         super().save(checkpoint_path)
         if (study := self._study_file()) is not None:
@@ -102,7 +102,7 @@ class PruningAwareOptunaSearch(OptunaSearch):
         Tune's state, saved with it, says those trials ended."""
         super().restore(checkpoint_path)
         self._fetch_study_copy()
-        self._tell(self._held)
+        _tell(self._ot_study, self._held)
         self._held, self._saved = [], 0
 
     def _fetch_study_copy(self) -> None:
@@ -146,9 +146,6 @@ class PruningAwareOptunaSearch(OptunaSearch):
             self._held.append(Tell(trial.number, TrialState.PRUNED.name))
         else:  # Optuna makes a NaN value a FAIL
             self._held.append(Tell(trial.number, None, values))
-
-    def _tell(self, tells: list[Tell]) -> None:
-        _tell(self._ot_study, tells)
 
 
 @dataclass(frozen=True)
