@@ -299,31 +299,33 @@ def test_a_changed_password_is_refused_by_every_worker_within_the_cache_time(ser
     two workers)."""
     assert team_user(server, "olga", "reader", password("olga")).returncode == 0
 
-    def accepted(secret: str) -> bool:
+    def status(secret: str) -> int:
         token = base64.b64encode(f"olga:{secret}".encode()).decode()
         request = urllib.request.Request(
             f"{server}/api/2.0/mlflow/experiments/search?max_results=1",
             headers={"Authorization": f"Basic {token}"},
         )
         try:
-            return urllib.request.urlopen(request, timeout=30).status == 200
+            return urllib.request.urlopen(request, timeout=30).status
         except urllib.error.HTTPError as err:
-            assert err.code == 401, err
-            return False
+            return err.code
 
     old, new = password("olga"), "olga-new-long-password"
-    assert all(accepted(old) for _ in range(6))  # checked, and trusted, by both workers
+    assert [status(old) for _ in range(6)] == [200] * 6  # checked, and trusted, by both workers
     with login("admin"):
         AuthServiceClient(server).update_user_password("olga", new)
     changed = time.monotonic()
-    assert accepted(new)
-    sent = []  # (seconds after the change, accepted) for the old password
+    assert status(new) == 200
+    sent = []  # (seconds after the change, status) for the old password
     while not sent or sent[-1][0] < CACHE_SECONDS + 2:
-        at = time.monotonic() - changed
-        sent.append((at, accepted(old)))
-    late = [ok for at, ok in sent if at > CACHE_SECONDS]
-    assert len(late) >= 4 and not any(late), sent
-    assert accepted(new)
+        sent.append((time.monotonic() - changed, status(old)))
+    # Served from a worker's cache (200), or refused: 401, or 500 for a request the cached check
+    # expired under. MLflow checks the password again after its handler ran (sender_is_admin in
+    # filter_search_experiments) and reads .username off the 401 response that check returns.
+    assert {code for _, code in sent} <= {200, 401, 500}, sent
+    late = [code for at, code in sent if at > CACHE_SECONDS]
+    assert len(late) >= 4 and set(late) == {401}, sent
+    assert status(new) == 200
 
 
 def test_log_calls_the_server_refuses_are_dropped_and_counted_not_kept(
