@@ -236,7 +236,10 @@ def main(argv: list[str] | None = None) -> int:
 
     from sweeps.registry import ModelNotFoundError
     from sweeps.tracking import refusal
+    from vae_core.cli import end_without_collecting
     from vae_core.data.sources import DatasetNotFoundError
+
+    end_without_collecting()  # the other commands load torch and MLflow
 
     try:
         print(f"vae-sweep: {run(args)}", file=sys.stderr)

@@ -37,6 +37,7 @@ from sweeps.space import describe_space
 from sweeps.spec import SweepSpec, build_parser, parse_spec
 from sweeps.warm_start import warm_start_trials
 from vae_core import ConfigError, load_splits
+from vae_core.cli import end_without_collecting
 from vae_core.data.arrow import PrepareError
 
 __all__ = ["Outcome", "SweepInterrupted", "main", "run_sweep"]
@@ -53,6 +54,7 @@ def main(
     """A sweep script's entry point: `base_config` may be a callable of the parsed flags,
     with the script's own flags added by `add_flags`. Exits 2 naming a bad input, 130 when
     interrupted (the sweep can be resumed)."""
+    end_without_collecting()
     parser = build_parser(description, defaults or {}, add_flags)
     try:
         return run_sweep(parse_spec(search_space, base_config, argv, defaults, parser))

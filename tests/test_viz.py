@@ -82,3 +82,14 @@ def test_scatter_without_labels_and_with_many_dimensions(tmp_path):
     data.val.labels = None
     model = build_model(tiny_config(latent_dim=6))
     assert _size(viz.latent_scatter(model, data.val, tmp_path / "s.png"))[0] == "PNG"
+
+
+@pytest.mark.parametrize("n,channels", [(2, 1), (5, 3), (8, 1), (9, 3), (16, 3)])
+def test_tile_lays_images_out_as_torchvision_s_make_grid(n, channels):
+    """viz.tile stands in for make_grid (whose import costs each process ~1.7 s): same picture."""
+    from torchvision.utils import make_grid
+
+    images = torch.rand(n, channels, 7, 5)
+    expected = make_grid(images, nrow=4, padding=viz.GRID_PADDING, pad_value=1.0)
+    got = viz.tile(images.expand(-1, 3, -1, -1), 4)
+    assert torch.equal(got, expected)

@@ -1,7 +1,7 @@
 """The seeds' pictures as PNG files: reconstructions, samples, interpolations, latent scatter,
 2-D manifold and nearest training neighbours.
 
-Image grids use torchvision's make_grid; the scatter plot uses matplotlib (Agg, no display).
+Image grids are tiled here (`tile`); the scatter plot uses matplotlib (Agg, no display).
 Every file is written to a temporary name and renamed.
 """
 
@@ -12,7 +12,6 @@ import os
 from pathlib import Path
 
 import torch
-from torchvision.utils import make_grid
 
 from vae_core.data import Split, Splits
 from vae_core.model import VAE
@@ -44,6 +43,20 @@ def image_format(path: str | os.PathLike) -> str:
     return FORMATS[suffix]
 
 
+def tile(images: torch.Tensor, nrow: int, padding: int = GRID_PADDING, pad_value: float = 1.0):
+    """(N, C, H, W) images as one (C, H', W') picture, `nrow` to a row, each with `padding`
+    pixels of `pad_value` around it: torchvision's make_grid, whose import would cost every
+    process that draws ~1.7 s (torchvision loads its models, and torch._dynamo with them)."""
+    n, c, h, w = images.shape
+    cols = min(nrow, n)
+    rows = math.ceil(n / cols)
+    cells = images.new_full((rows * cols, c, h + padding, w + padding), pad_value)
+    cells[:n, :, padding:, padding:] = images
+    grid = cells.view(rows, cols, c, h + padding, w + padding).permute(2, 0, 3, 1, 4)
+    grid = grid.reshape(c, rows * (h + padding), cols * (w + padding))
+    return torch.nn.functional.pad(grid, (0, padding, 0, padding), value=pad_value)
+
+
 def save_grid(images: torch.Tensor, path: str | os.PathLike, nrow: int) -> Path:
     """Save [0, 1] images (N, C, H, W) as one grid with `nrow` images per row, as PNG, JPEG
     or WebP by the path's suffix."""
@@ -55,7 +68,7 @@ def save_grid(images: torch.Tensor, path: str | os.PathLike, nrow: int) -> Path:
     factor = math.ceil(MIN_TILE / images.shape[-1])
     if factor > 1:
         images = images.repeat_interleave(factor, -1).repeat_interleave(factor, -2)
-    grid = make_grid(images, nrow=nrow, padding=GRID_PADDING, pad_value=1.0)  # (3, H', W')
+    grid = tile(images.expand(-1, 3, -1, -1), nrow)  # (3, H', W'), grey as RGB
     array = grid.mul(255).round().to(torch.uint8).permute(1, 2, 0).numpy()
     tmp = _atomic_path(path)
     Image.fromarray(array).save(tmp, format=kind, **({"quality": 95} if kind != "PNG" else {}))

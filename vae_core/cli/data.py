@@ -16,6 +16,7 @@ import argparse
 import json
 import sys
 
+from vae_core.cli import end_without_collecting
 from vae_core.config import COLORS, CROPS, DATASETS, Config
 from vae_core.data.arrow import PrepareError, open_prepared, write_plan
 from vae_core.data.cache import fetch, make_plan
@@ -129,6 +130,7 @@ def info(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    end_without_collecting()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 
 from vae_core.checkpoint import CHECKPOINT_NAME, CheckpointError, read_checkpoint
+from vae_core.cli import end_without_collecting
 from vae_core.config import SECTIONS, Config, ConfigError
 from vae_core.data import DataFileError, DatasetNotFoundError, load_splits
 from vae_core.data.arrow import PrepareError
@@ -189,6 +190,7 @@ def _finish(state: TrainState, data, out: Path, progress: bool = True) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    end_without_collecting()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
