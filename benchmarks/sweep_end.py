@@ -1,16 +1,18 @@
-"""The driver's end of a sweep: from the last trial's last epoch to the sweep's run ending (the
-best checkpoint evaluated on test with its IWAE bound, its grids drawn, the model registered,
-the plots logged), for this checkout against earlier commits run in the same session.
+"""The driver's start and end of a sweep, for this checkout against earlier commits run in the
+same session: from the command's start to the first trial's first epoch logged (imports, Ray,
+the workers' imports); from the last trial's last epoch to the sweep's run ending (the best
+checkpoint evaluated on test with its IWAE bound, its grids drawn, the model registered, the
+plots logged); from then to the process's exit (Ray's shutdown, Python's own).
 
-    python benchmarks/sweep_end.py                       # against f9abf8a and db59366
+    python benchmarks/sweep_end.py                       # against f9abf8a, db59366, fe6e575
     python benchmarks/sweep_end.py --baselines REV ... --repeats 1 --full
 
 Each baseline runs from a git worktree of REV (its own sweeps/ and vae_core/ first on
 PYTHONPATH, for the driver and Ray's workers alike), in this environment. f9abf8a evaluated
 the best model inside the driver; db59366 always in a Ray task with a trial's resources; this
 checkout in a task on a cluster it joined (a GPU worker instead of the head's CPU) and in the
-driver on a local Ray, which is what runs here. All read the same MLflow store layout: the end
-is the parent run's end time minus the latest metric timestamp of its trial runs.
+driver on a local Ray, which is what runs here; fe6e575 imported torchvision for its grids
+and ran Python's last garbage collection at exit. All read the same MLflow store layout.
 """
 
 from __future__ import annotations
@@ -34,34 +36,42 @@ SCENARIOS = {
 
 
 def run(checkout: Path, folder: Path, name: str, flags: list[str]) -> dict:
-    """One shapes sweep from `checkout`; its whole time and its end, from the store."""
+    """One shapes sweep from `checkout`: its whole time, and its start, end and exit, the
+    command's clock against the store's timestamps."""
     store = folder / f"{name}.db"
     env = {**os.environ, "PYTHONPATH": str(checkout), "VAE_CACHE_DIR": str(folder / "cache")}
-    started = time.monotonic()
+    started, started_at = time.monotonic(), time.time()
     done = subprocess.run(
         [sys.executable, str(checkout / "sweeps" / "shapes.py"), *flags, "--name", name]
         + ["--tracking-uri", f"sqlite:///{store}", "--storage-path", str(folder / "ray")],
         cwd=folder, env=env, capture_output=True, text=True,
     )  # fmt: skip
-    wall = time.monotonic() - started
+    wall, exited_at = time.monotonic() - started, time.time()
     if done.returncode != 0:
         raise SystemExit(f"sweep {name} from {checkout} failed:\n{done.stderr[-3000:]}")
     client = MlflowClient(f"sqlite:///{store}")
     runs = client.search_runs(["1"])
     parent = next(r for r in runs if r.data.tags.get("vae_sweep.role") == "sweep")
     trials = [r for r in runs if r.data.tags.get("vae_sweep.role") == "trial"]
-    last = max(
+    logged = [
         m.timestamp
         for r in trials
         for key in r.data.metrics
         for m in client.get_metric_history(r.info.run_id, key)
-    )
-    return {"wall_s": wall, "end_s": (parent.info.end_time - last) / 1000}
+    ]
+    return {
+        "wall_s": wall,
+        "start_s": min(logged) / 1000 - started_at,
+        "end_s": (parent.info.end_time - max(logged)) / 1000,
+        "exit_s": exited_at - parent.info.end_time / 1000,
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--baselines", nargs="+", default=["f9abf8a", "db59366"], metavar="REV")
+    parser.add_argument(
+        "--baselines", nargs="+", default=["f9abf8a", "db59366", "fe6e575"], metavar="REV"
+    )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument(
         "--full", action="store_true", help="also 2 one-epoch trials on all shapes"
@@ -100,7 +110,14 @@ def main() -> None:
 WHAT = {
     "f9abf8a": "in the driver",
     "db59366": "a Ray task, always",
+    "fe6e575": "the driver, torchvision's grids, Python's last collection",
     "this": "a task on a joined cluster; here (local Ray) the driver",
+}
+PARTS = {  # figure -> what the table calls it
+    "end_s": "end: last epoch to the sweep's run ended",
+    "start_s": "start: command to the first epoch logged",
+    "exit_s": "exit: the sweep's run ended to the process gone",
+    "wall_s": "the whole command",
 }
 
 
@@ -108,23 +125,28 @@ def report(figures: dict) -> str:
     labels = [*figures["baselines"], "this"]
     first = labels[0]
     lines = [
-        "## The driver's end of a sweep: where the best model is evaluated",
+        "## The driver's start and end of a sweep, and where the best model is evaluated",
         "",
         f"{machine()}; commit {commit()}; `{command()}`",
         "",
-        "From the last trial's last epoch to the sweep's run ending (test evaluation, IWAE bound,",
-        "grids, registration, plots), `sweeps/shapes.py` on a local Ray, "
+        "The end runs from the last trial's last epoch to the sweep's run ending (test",
+        "evaluation, IWAE bound, grids, registration, plots); `sweeps/shapes.py` on a local Ray,",
         f"median of {figures['repeats']} runs each, interleaved; the ratio is to {first}.",
         "",
         "| sweep | " + " | ".join(f"{x} ({WHAT.get(x, x)})" for x in labels) + " |",
         "|---|" + "---:|" * len(labels),
     ]
     for scenario, found in figures["scenarios"].items():
-        end = {k: statistics.median(r["end_s"] for r in v) for k, v in found.items()}
-        cells = [f"{end[x]:.1f} s ({end[x] / end[first]:.2f}x)" for x in labels]
-        lines.append(
-            f"| {scenario}: `{' '.join(SCENARIOS[scenario])}` | " + " | ".join(cells) + " |"
-        )
+        for part, said in PARTS.items():
+            if part not in found[first][0]:  # figures saved before it was measured
+                continue
+            value = {k: statistics.median(r[part] for r in v) for k, v in found.items()}
+            cells = [f"{value[x]:.1f} s ({value[x] / value[first]:.2f}x)" for x in labels]
+            lines.append(
+                f"| {scenario} `{' '.join(SCENARIOS[scenario])}`, {said} | "
+                + " | ".join(cells)
+                + " |"
+            )
     lines += [
         "",
         "A task gets one trial's CPUs (torch then uses 1 thread of 2) and a worker to start",
