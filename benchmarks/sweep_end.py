@@ -18,6 +18,7 @@ and ran Python's last garbage collection at exit. All read the same MLflow store
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import subprocess
@@ -26,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _report import REPO, command, commit, machine, save_json, write_section
+from _report import REPO, save_json, write_section
 from mlflow.tracking import MlflowClient
 
 SCENARIOS = {
@@ -103,8 +104,7 @@ def main() -> None:
                 subprocess.run(
                     ["git", "worktree", "remove", "--force", str(folder / rev)], cwd=REPO
                 )
-    save_json("sweep_end", figures)
-    write_section("sweep_end", report(figures))
+    write_section("sweep_end", report(json.loads(save_json("sweep_end", figures).read_text())))
 
 
 WHAT = {
@@ -127,7 +127,7 @@ def report(figures: dict) -> str:
     lines = [
         "## The driver's start and end of a sweep, and where the best model is evaluated",
         "",
-        f"{machine()}; commit {commit()}; `{command()}`",
+        f"{figures['machine']}; commit {figures['commit']}; `{figures['command']}`",
         "",
         "The end runs from the last trial's last epoch to the sweep's run ending (test",
         "evaluation, IWAE bound, grids, registration, plots); `sweeps/shapes.py` on a local Ray,",
@@ -147,6 +147,16 @@ def report(figures: dict) -> str:
                 + " | ".join(cells)
                 + " |"
             )
+    last = labels[-2]
+    for scenario, found in figures["scenarios"].items():  # this against the newest baseline
+        if len(labels) > 2 and "exit_s" in found[last][0]:
+            ratio = {
+                part: statistics.median(r[part] for r in found["this"])
+                / statistics.median(r[part] for r in found[last])
+                for part in PARTS
+            }
+            said = ", ".join(f"{PARTS[p].split(':')[0]} {ratio[p]:.2f}x" for p in PARTS)
+            lines += ["", f"This checkout against {last}, {scenario}: {said}."]
     lines += [
         "",
         "A task gets one trial's CPUs (torch then uses 1 thread of 2) and a worker to start",

@@ -43,7 +43,9 @@ def image_format(path: str | os.PathLike) -> str:
     return FORMATS[suffix]
 
 
-def tile(images: torch.Tensor, nrow: int, padding: int = GRID_PADDING, pad_value: float = 1.0):
+def tile(
+    images: torch.Tensor, nrow: int, padding: int = GRID_PADDING, pad_value: float = 1.0
+) -> torch.Tensor:
     """(N, C, H, W) images as one (C, H', W') picture, `nrow` to a row, each with `padding`
     pixels of `pad_value` around it: torchvision's make_grid, whose import would cost every
     process that draws ~1.7 s (torchvision loads its models, and torch._dynamo with them)."""
