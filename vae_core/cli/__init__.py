@@ -9,7 +9,7 @@ def end_without_collecting() -> None:
     """Let this process end without the last garbage collection Python runs as it exits: with
     torch, ray and mlflow loaded it costs 1-3 s on 2 cores and frees nothing the OS would
     not. Called by each command's main (in-process callers such as tests keep collecting
-    until their own exit); atexit handlers (Ray's shutdown, MLflow's) still run first."""
+    until their own exit); the other atexit handlers (Ray's shutdown, MLflow's) still run."""
     atexit.register(_freeze)
 
 
