@@ -106,20 +106,15 @@ def best_checkpoint(results, metric: str = METRIC, mode: str = "min") -> Candida
     reported: a trial whose best epoch's checkpoint was not kept (stopped by a budget at that
     very result, or a killed driver's deletions) competes with what it has. Only the best
     are opened, until one is usable: not a file read (or a download) per trial."""
-    kept = sorted(
-        (
-            (
-                metrics[metric] * (-1 if mode == "max" else 1),
-                n,
-                Candidate(result, checkpoint, metrics),
-            )
-            for n, result in enumerate(results)
-            for checkpoint, metrics in result.best_checkpoints or []
-            if math.isfinite(metrics.get(metric, math.nan))
-        ),
-        key=lambda k: k[:2],
-    )
-    return next((c for _, _, c in kept if _usable(c.checkpoint)), None)
+    sign = -1 if mode == "max" else 1
+    kept = [
+        Candidate(result, checkpoint, metrics)
+        for result in results
+        for checkpoint, metrics in result.best_checkpoints or []
+        if math.isfinite(metrics.get(metric, math.nan))
+    ]
+    kept.sort(key=lambda c: sign * c.metrics[metric])  # stable: a tie goes to the first trial
+    return next((c for c in kept if _usable(c.checkpoint)), None)
 
 
 def pareto_front(results) -> list[Candidate]:

@@ -17,7 +17,8 @@ from vae_core import Config, load_splits
 from vae_core.data.cache import check_source
 from vae_core.model import build_model
 
-CHECKPOINTS_PER_TRIAL = 3  # Tune keeps the two best and the latest (tuner.KEPT_CHECKPOINTS)
+KEPT_CHECKPOINTS = 2  # Tune's num_to_keep (sweeps/tuner.py): a trial's two best epochs
+CHECKPOINTS_PER_TRIAL = KEPT_CHECKPOINTS + 1  # and its latest
 
 
 class PreflightError(ValueError):

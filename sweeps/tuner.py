@@ -36,9 +36,6 @@ def stops(spec: SweepSpec) -> Stops:
     )
 
 
-KEPT_CHECKPOINTS = 2  # a trial's best, besides its latest
-
-
 def check_restorable(spec: SweepSpec) -> None:
     """--resume needs Tune's saved state, of this user's own (restoring unpickles it)."""
     if not tune.Tuner.can_restore(spec.experiment_path):
@@ -204,7 +201,7 @@ def build_tuner(
             # a deleted one: with 1, at every epoch of every trial, which made a sweep's
             # driver time grow with the square of its trials (docs/BENCHMARKS.md, "Scale").
             checkpoint_config=tune.CheckpointConfig(
-                num_to_keep=KEPT_CHECKPOINTS,
+                num_to_keep=preflight.KEPT_CHECKPOINTS,
                 checkpoint_score_attribute=None if spec.multi_objective else spec.metric,
                 checkpoint_score_order=spec.mode,
             ),
