@@ -136,26 +136,29 @@ def report(figures: dict) -> str:
         "| sweep | " + " | ".join(f"{x} ({WHAT.get(x, x)})" for x in labels) + " |",
         "|---|" + "---:|" * len(labels),
     ]
-    for scenario, found in figures["scenarios"].items():
-        for part, said in PARTS.items():
-            if part not in found[first][0]:  # figures saved before it was measured
-                continue
-            value = {k: statistics.median(r[part] for r in v) for k, v in found.items()}
+    # scenario -> part -> label -> seconds (a part saved before it was measured left out)
+    medians = {
+        scenario: {
+            part: {k: statistics.median(r[part] for r in v) for k, v in found.items()}
+            for part in PARTS
+            if part in found[first][0]
+        }
+        for scenario, found in figures["scenarios"].items()
+    }
+    for scenario, parts in medians.items():
+        for part, value in parts.items():
             cells = [f"{value[x]:.1f} s ({value[x] / value[first]:.2f}x)" for x in labels]
             lines.append(
-                f"| {scenario} `{' '.join(SCENARIOS[scenario])}`, {said} | "
+                f"| {scenario} `{' '.join(SCENARIOS[scenario])}`, {PARTS[part]} | "
                 + " | ".join(cells)
                 + " |"
             )
-    last = labels[-2]
-    for scenario, found in figures["scenarios"].items():  # this against the newest baseline
-        if len(labels) > 2 and "exit_s" in found[last][0]:
-            ratio = {
-                part: statistics.median(r[part] for r in found["this"])
-                / statistics.median(r[part] for r in found[last])
-                for part in PARTS
-            }
-            said = ", ".join(f"{PARTS[p].split(':')[0]} {ratio[p]:.2f}x" for p in PARTS)
+    last = labels[-2]  # the newest baseline
+    for scenario, parts in medians.items():
+        if len(labels) > 2 and "exit_s" in parts:
+            said = ", ".join(
+                f"{PARTS[p].split(':')[0]} {v['this'] / v[last]:.2f}x" for p, v in parts.items()
+            )
             lines += ["", f"This checkout against {last}, {scenario}: {said}."]
     lines += [
         "",
