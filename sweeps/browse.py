@@ -1,6 +1,7 @@
 """What the tracking store holds, read from the command line: `vae-sweep list` (the sweeps,
 newest first), `vae-sweep show NAME` (a sweep's best trials and its Pareto front), and
-`vae-sweep promote NAME VERSION --reason ...` (the champion moved by hand, the reason kept).
+`vae-sweep promote NAME VERSION --reason ...` (the champion moved by hand, the reason kept)
+and `vae-sweep delete NAME VERSION` (a deleted champion's place goes to the best one left).
 
 Reading never writes: a store that does not exist is named, not created.
 """
@@ -19,10 +20,8 @@ from mlflow.tracking import MlflowClient
 from rich.console import Console
 from rich.table import Table
 
-from sweeps.registry import CHALLENGER, CHAMPION, resolve
+from sweeps.registry import CHAMPION, PROMOTED, delete_version, make_champion, resolve
 from sweeps.tracking import NOTE, OUTCOME, OUTCOMES, PARENT, ROLE, SWEEP_NAME, search_all
-
-PROMOTED = "vae_sweep.promoted"  # on a version moved to champion by hand: why, who, when
 
 
 class NotFoundError(ValueError):
@@ -206,21 +205,29 @@ def _front(client: MlflowClient, sweep: Sweep) -> Table | None:
     return table
 
 
-def promote(client: MlflowClient, name: str, version: str, reason: str) -> str:
+def promote(tracking_uri: str, name: str, version: str, reason: str) -> str:
     """Make `version` of `name` the champion by hand; the reason, who and when go on the
-    version (tag vae_sweep.promoted). Returns what changed."""
+    version (tag vae_sweep.promoted). It stands until a version registered later beats it.
+    Returns what changed."""
     if not reason.strip():
         raise ValueError("--reason: say why (it is kept on the version)")
+    client = MlflowClient(tracking_uri)
     chosen = resolve(client, f"{name}/{version}")  # names what exists when it does not
-    model = client.get_registered_model(name)
-    before = model.aliases.get(CHAMPION)
+    before = client.get_registered_model(name).aliases.get(CHAMPION)
     who = f"{reason.strip()} (by {getpass.getuser()}, {time.strftime('%Y-%m-%d %H:%M %Z')})"
-    client.set_model_version_tag(name, chosen.version, PROMOTED, who)
-    client.set_registered_model_alias(name, CHAMPION, chosen.version)
-    if str(model.aliases.get(CHALLENGER)) == str(chosen.version):
-        client.delete_registered_model_alias(name, CHALLENGER)
+    make_champion(tracking_uri, name, str(chosen.version), who, PROMOTED)
     was = f"was version {before}" if before is not None else "there was none"
     return f"{name} version {chosen.version} is @champion ({was}): {reason.strip()}"
+
+
+def delete(tracking_uri: str, name: str, version: str) -> str:
+    """Delete a version of `name`; a deleted champion's place goes to the best version left
+    of the model's key. Returns what changed."""
+    client = MlflowClient(tracking_uri)
+    chosen = resolve(client, f"{name}/{version}")  # names what exists when it does not
+    champion = delete_version(tracking_uri, name, str(chosen.version))
+    now = f"version {champion}" if champion is not None else "none (no version of its key left)"
+    return f"{name} version {chosen.version} deleted; @champion is now {now}"
 
 
 def render(items: list, console: Console | None = None) -> None:

@@ -3,6 +3,7 @@
     vae-sweep list                                          # the sweeps, newest first
     vae-sweep show shapes-20261202-071058                   # its best trials, its front
     vae-sweep promote celeba-vae 4 --reason "sharper faces" # move @champion by hand
+    vae-sweep delete celeba-vae 2                           # the best one left is champion
     vae-sweep pull celeba-vae@champion --out models/celeba  # files: checkpoint, config
     vae-sweep sample celeba-vae -n 64 --out samples.png     # the alias defaults to champion
     vae-sweep reconstruct celeba-vae/3 --images faces/ --out recon.png
@@ -57,6 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
     promote.add_argument("name", metavar="NAME", help="the registered model")
     promote.add_argument("version", metavar="VERSION", help="its version number")
     promote.add_argument("--reason", required=True, help="why (kept on the version)")
+    delete = add_command(
+        "delete", help="delete a version; if it was champion, the best one left takes over"
+    )
+    delete.add_argument("name", metavar="NAME", help="the registered model")
+    delete.add_argument("version", metavar="VERSION", help="its version number")
 
     pull = add_command("pull", help="download a registered model's files")
     pull.add_argument("ref", metavar=REF, help=REF_HELP)
@@ -168,7 +174,9 @@ def run(args: argparse.Namespace) -> str:
         browse.render(browse.show_tables(client, args.name, args.experiment, args.top))
         return f"sweep {args.name} in {uri}"
     if args.command == "promote":
-        return browse.promote(client, args.name, args.version, args.reason)
+        return browse.promote(uri, args.name, args.version, args.reason)
+    if args.command == "delete":
+        return browse.delete(uri, args.name, args.version)
     from sweeps.registry import download, load_model
     from vae_core import read_checkpoint, viz
 

@@ -4,12 +4,18 @@ A registered version holds `checkpoint.safetensors` (weights + config, no pickle
 executes no code from the artifact) and `config.yaml`, packaged as an MLflow pyfunc model
 whose code is sweeps/serving.py, so `mlflow.pyfunc.load_model(uri).predict(images)` works too.
 
-Aliases, not stages (deprecated in MLflow 3): `champion` moves to a new version only if its
-validation metric (the model's `vae_sweep.promoted_on` tag: val_bpd unless the first sweep's
-objective said otherwise) beats the current champion's; else the new version is `challenger`.
-test_bpd and the IWAE bound are recorded on every version and never compared: the test split
-reports, it does not select. A registered model holds one comparability key
-(sweeps.comparable, tag `vae_sweep.key`): a sweep of another key is refused before it starts.
+Aliases, not stages (deprecated in MLflow 3). The rules, also in README:
+- `champion` moves to a new version only if that version was registered after the alias last
+  moved and beats the champion on its validation metric (the model's `vae_sweep.promoted_on`
+  tag: val_bpd unless the first sweep's objective said otherwise); else the new version is
+  `challenger`, never better than the champion.
+- A hand (`vae-sweep promote`) or `--pick` choice stands until such a newer version beats it:
+  versions it passed over are not compared again. Each move records on the champion the
+  newest version number at that moment (tag `vae_sweep.champion_since`).
+- Only versions of the model's comparability key (sweeps.comparable, tag `vae_sweep.key`)
+  compete, and a sweep of another key is refused before it starts; test_bpd and the IWAE
+  bound are recorded on every version and never compared: the test split reports, it does
+  not select.
 `models:/NAME@champion` or `NAME@champion` (or `NAME/3`) find a version.
 
 A version records the sha256 of its weights file (tag `vae_sweep.weights_sha256`, in the
@@ -21,8 +27,9 @@ warning that its weights are not verified.
 
 Registration is idempotent per sweep (a version tagged with the sweep's run id is reused, so a
 sweep resumed after its driver died never registers twice), and the champion settles on the
-best of the current champion and every newer version on the same data, checked again after
-each move, so two sweeps registering into one model at once end with the better one.
+best of the current champion and every version registered since it became champion, checked
+again after each move, so two sweeps registering into one model at once end with the better
+one. The rules are proven by a Hypothesis state machine (tests/test_registry_rules.py).
 """
 
 from __future__ import annotations
@@ -57,6 +64,11 @@ CHAMPION, CHALLENGER = "champion", "challenger"
 KEY, PROMOTED_ON = "vae_sweep.key", "vae_sweep.promoted_on"  # tags of model and versions
 PROMOTED_MODE = "vae_sweep.promoted_mode"  # min, or max for a score
 WEIGHTS_SHA256 = "vae_sweep.weights_sha256"  # on a version: the sha256 of its checkpoint file
+# On a version: the newest version number when it last became champion; only versions after
+# it may take the alias from it.
+CHAMPION_SINCE = "vae_sweep.champion_since"
+PICKED = "vae_sweep.picked"  # on a version a front's --pick made champion: how
+PROMOTED = "vae_sweep.promoted"  # on a version moved to champion by hand: why, who, when
 SERVING_CODE = Path(__file__).with_name("serving.py")
 
 
@@ -146,18 +158,59 @@ def log_and_register(
     return _settle_aliases(client, name, str(version.version))
 
 
-def make_champion(tracking_uri: str, name: str, version: str, why: str) -> Registered:
-    """`version` becomes champion by the user's choice on validation numbers (a front's
-    member picked with --pick); the choice is tagged on the version."""
+def make_champion(
+    tracking_uri: str, name: str, version: str, why: str, tag: str = PICKED
+) -> Registered:
+    """`version` becomes champion by the user's choice (a front's member picked with --pick, or
+    `vae-sweep promote`), `why` kept on the version as `tag`. The choice stands until a
+    version registered after it beats it; a challenger better than the new champion loses
+    its alias (it did not lose to this one)."""
     client = MlflowClient(tracking_uri)
+    model = client.get_registered_model(name)
+    chosen = client.get_model_version(name, version)
+    if KEY in model.tags and chosen.tags.get(KEY) != model.tags[KEY]:
+        raise ValueError(
+            f"{name} version {version} holds a model of {chosen.tags.get(KEY, 'no known key')}, "
+            f"and {name}'s champion is chosen among models of {model.tags[KEY]}: bits per "
+            "dimension over different data do not compare; promote a version of that key"
+        )
     before = _alias_version(client, name, CHAMPION)
-    client.set_model_version_tag(name, version, "vae_sweep.picked", why)
-    client.set_registered_model_alias(name, CHAMPION, version)
-    aliases = client.get_registered_model(name).aliases
-    if str(aliases.get(CHALLENGER)) == version:
+    client.set_model_version_tag(name, version, tag, why)
+    _move_champion(client, name, version, _newest(client, name))
+    challenger = _alias_version(client, name, CHALLENGER)
+    if challenger is not None and (
+        str(challenger.version) == version
+        or _beats(challenger, chosen, model.tags, model.tags.get(KEY))
+    ):
         client.delete_registered_model_alias(name, CHALLENGER)
     previous = str(before.version) if before and str(before.version) != version else None
     return Registered(name, version, CHAMPION, previous)
+
+
+def delete_version(tracking_uri: str, name: str, version: str) -> str | None:
+    """Delete a version; if it was champion, the best remaining version of the model's key
+    becomes champion (None: no version of the key is left). Returns the champion after."""
+    client = MlflowClient(tracking_uri)
+    was = _alias_version(client, name, CHAMPION)
+    client.delete_model_version(name, version)  # its aliases go with it
+    if was is not None and str(was.version) != version:
+        return str(was.version)
+    rule = client.get_registered_model(name).tags
+    versions = sorted(
+        (
+            v
+            for v in client.search_model_versions(f"name = '{name}'")
+            if v.tags.get(KEY) == rule.get(KEY)
+        ),
+        key=lambda v: int(v.version),
+    )
+    if not versions:
+        return None
+    best = _best(versions, rule)
+    _move_champion(client, name, str(best.version), _newest(client, name))
+    if str(getattr(_alias_version(client, name, CHALLENGER), "version", "")) == str(best.version):
+        client.delete_registered_model_alias(name, CHALLENGER)
+    return str(best.version)
 
 
 def _log_model(client: MlflowClient, run_id: str, checkpoint: Path, weights: str) -> str:
@@ -203,42 +256,86 @@ def _log_model(client: MlflowClient, run_id: str, checkpoint: Path, weights: str
 
 
 def _settle_aliases(client: MlflowClient, name: str, version: str) -> Registered:
-    """Champion: the best on validation of the current champion and the versions newer than
-    it of the same key, re-checked until it stands (another sweep may register meanwhile);
-    `version` is challenger if it did not win."""
+    """Champion: the best on validation of the current champion and the versions of its key
+    registered since it became champion, re-checked until it stands (another sweep may
+    register meanwhile); `version` is challenger if it did not win."""
     rule = client.get_registered_model(name).tags
-    metric, mode = rule.get(PROMOTED_ON, "val_bpd"), rule.get(PROMOTED_MODE, "min")
     first = _alias_version(client, name, CHAMPION)
     for _ in range(5):
         champion = _alias_version(client, name, CHAMPION)
-        best = _best_since(client, name, champion, rule[KEY], metric, mode)
+        versions = client.search_model_versions(f"name = '{name}'")
+        if not (contenders := _contenders(versions, champion, rule[KEY])):
+            # only versions of another key: none of them may be champion
+            _racing(client.set_registered_model_alias, name, CHALLENGER, version)
+            return Registered(name, version, CHALLENGER, None)
+        best = _best(contenders, rule)
         if champion is not None and best.version == champion.version:
             break
-        client.set_registered_model_alias(name, CHAMPION, best.version)
+        newest = max(int(v.version) for v in versions)
+        _move_champion(client, name, str(best.version), newest)
     champion = _alias_version(client, name, CHAMPION)
     if str(champion.version) == version:
+        if str(getattr(_alias_version(client, name, CHALLENGER), "version", "")) == version:
+            client.delete_registered_model_alias(name, CHALLENGER)
         previous = str(first.version) if first and str(first.version) != version else None
         return Registered(name, version, CHAMPION, previous)
-    client.set_registered_model_alias(name, CHALLENGER, version)
+    _racing(client.set_registered_model_alias, name, CHALLENGER, version)
     return Registered(name, version, CHALLENGER, str(champion.version))
 
 
-def _best_since(client: MlflowClient, name: str, champion, key: str, metric: str, mode: str):
-    """The version of `key` with the best `metric` (lowest, or highest for mode max) among
-    `champion` and every newer version (all versions when there is no champion, or it is of no
-    key: registered before keys were); a version without the metric never wins."""
-    versions = sorted(
-        client.search_model_versions(f"name = '{name}'"), key=lambda v: int(v.version)
-    )
+def _contenders(versions: list, champion, key: str) -> list:
+    """The champion and the versions of `key` registered since it last became champion (its
+    tag CHAMPION_SINCE; its own number when moved without the tag, e.g. in MLflow's UI); every
+    version of `key` when there is no champion, or it is of no key (registered before keys
+    were)."""
     if champion is not None and champion.tags.get(KEY) != key:
         champion = None
-    since = int(champion.version) if champion else 0
+    since = int(champion.tags.get(CHAMPION_SINCE, champion.version)) if champion else 0
     rivals = [v for v in versions if int(v.version) > since and v.tags.get(KEY) == key]
-    sign = -1.0 if mode == "max" else 1.0
-    return min(
-        [*([champion] if champion else []), *rivals],
-        key=lambda v: sign * float(v.tags.get(metric, sign * math.inf)),
-    )
+    return [*([champion] if champion else []), *sorted(rivals, key=lambda v: int(v.version))]
+
+
+def _best(versions: list, rule: dict[str, str]):
+    """The version with the best promotion metric (lowest, or highest for mode max); the first
+    of equals (the champion, then the oldest); one without the metric never wins."""
+    return min(versions, key=lambda v: _score(v, rule))
+
+
+def _score(version, rule: dict[str, str]) -> float:
+    sign = -1.0 if rule.get(PROMOTED_MODE, "min") == "max" else 1.0
+    return sign * float(version.tags.get(rule.get(PROMOTED_ON, "val_bpd"), sign * math.inf))
+
+
+def _beats(a, b, rule: dict[str, str], key: str | None) -> bool:
+    """Version `a` is strictly better than `b` on the model's metric, both of `key`."""
+    same = a.tags.get(KEY) == key == b.tags.get(KEY)
+    return same and _score(a, rule) < _score(b, rule)
+
+
+def _move_champion(client: MlflowClient, name: str, version: str, newest: int) -> None:
+    """`version` becomes champion, the versions up to `newest` passed over. The tag first: a
+    reader who sees the alias sees the tag of this move (or of an earlier move to the same
+    version, with a smaller number: the safe side)."""
+    _racing(client.set_model_version_tag, name, version, CHAMPION_SINCE, str(newest))
+    _racing(client.set_registered_model_alias, name, CHAMPION, version)
+
+
+def _racing(write: Callable, *args) -> None:
+    """A tag or alias written while another sweep writes the same one: MLflow's SQL store
+    looks the row up, then inserts it, and the slower insert fails on the unique key (found
+    by tests/test_registry_rules.py). The row exists then: the next try updates it."""
+    for attempt in range(3):
+        try:
+            write(*args)
+            return
+        except MlflowException as err:
+            said = str(err)
+            if attempt == 2 or not ("UNIQUE constraint" in said or "duplicate key" in said):
+                raise
+
+
+def _newest(client: MlflowClient, name: str) -> int:
+    return max(int(v.version) for v in client.search_model_versions(f"name = '{name}'"))
 
 
 def _ensure_registered_model(

@@ -195,3 +195,52 @@ def test_vae_sweep_promote_moves_the_champion_by_hand_and_keeps_why(store, check
     assert aliases(client) == {"champion": "2"}  # no longer the challenger too
     why = client.get_model_version("m", "2").tags["vae_sweep.promoted"]
     assert why.startswith("sharper samples (by ")
+
+
+def test_a_hand_promotion_stands_until_a_version_registered_after_it_beats_it(
+    store, checkpoint, capsys
+):
+    """The champion moved by hand (or --pick) is not undone by the next registration: the
+    versions it passed over are not compared again, only those registered after it."""
+    uri, client, _ = store
+    register(store, checkpoint, "a", 5.0)  # 1: champion
+    register(store, checkpoint, "b", 6.0)  # 2: challenger
+    register(store, checkpoint, "c", 5.5)  # 3: challenger, better than 2
+    assert cli.main(["promote", "m", "2", "--reason", "sharper", "--tracking-uri", uri]) == 0
+    # 3 (5.5) is better than the new champion 2 (6.0): it no longer stands as its challenger.
+    assert aliases(client) == {"champion": "2"}
+    worse = register(store, checkpoint, "d", 7.0)  # worse than every version
+    assert (worse.alias, worse.previous_champion) == ("challenger", "2")
+    assert aliases(client) == {"champion": "2", "challenger": "4"}
+    better = register(store, checkpoint, "e", 5.8)  # registered after the choice, beats it
+    assert (better.alias, better.previous_champion) == ("champion", "2")
+    assert aliases(client) == {"champion": "5", "challenger": "4"}
+    said = client.get_model_version("m", "5").tags["vae_sweep.champion_since"]
+    assert said == "5"  # the newest version when it became champion
+
+
+def test_a_version_of_another_key_cannot_be_promoted_by_hand(store, checkpoint, capsys):
+    uri, client, _ = store
+    register(store, checkpoint, "a", 5.0)
+    register(store, checkpoint, "b", 1.0, key=MNIST.replace("continuous", "binary"))
+    with pytest.raises(SystemExit) as refused:
+        cli.main(["promote", "m", "2", "--reason", "x", "--tracking-uri", uri])
+    assert refused.value.code == 2
+    assert "version 2 holds a model of mnist/28px/1ch/center/all/val0.1/binary" in (
+        capsys.readouterr().err
+    )
+    assert aliases(client) == {"champion": "1", "challenger": "2"}
+
+
+def test_deleting_the_champion_elects_the_best_version_left(store, checkpoint, capsys):
+    uri, client, _ = store
+    register(store, checkpoint, "a", 5.0)
+    register(store, checkpoint, "b", 6.0)
+    register(store, checkpoint, "c", 5.5)
+    assert cli.main(["delete", "m", "1", "--tracking-uri", uri]) == 0
+    assert "m version 1 deleted; @champion is now version 3" in capsys.readouterr().err
+    assert aliases(client) == {"champion": "3"}  # it was the challenger: no longer
+    assert cli.main(["delete", "m", "3", "--tracking-uri", uri]) == 0
+    assert aliases(client) == {"champion": "2"}
+    assert cli.main(["delete", "m", "2", "--tracking-uri", uri]) == 0
+    assert "@champion is now none (no version of its key left)" in capsys.readouterr().err
