@@ -82,6 +82,16 @@ KEPT_ON_RESUME = (
     "warm_start",
 )
 
+# Fields of the base config a resumed sweep may change: where the data and the node cache are
+# (made absolute from the cwd and $VAE_DATA_ROOT / $VAE_CACHE_DIR, which a resume from another
+# shell changes), whether a missing dataset may be fetched, and the device a trial runs on (as
+# --gpus-per-trial, which a resume may change too). None changes what a trial computes. Every
+# other field is recorded with the kept flags and must match; train.seed is --seed's (kept).
+NOT_KEPT_IN_BASE = frozenset(
+    {"data.data_root", "data.data_path", "data.cache_dir", "data.download", "train.device"}
+)
+SEED_RULE = "the sweep seeds trial i with --seed + i"
+
 # flag -> lowest accepted value
 LOWEST = {
     "num_samples": 1,
@@ -135,18 +145,27 @@ class SweepSpec:
             value = getattr(self, flag)
             if value is not None and value < low:
                 raise SpecError(f"--{_flag(flag)}: got {value}; expected >= {low}")
-        if self.cpus_per_trial <= 0:
-            raise SpecError(f"--cpus-per-trial: got {self.cpus_per_trial}; expected > 0")
-        if self.gpus_per_trial is not None and self.gpus_per_trial < 0:
+        # nan passes a `value <= 0` check, and inf is no number of CPUs, seconds or price
+        # (Ray would fail every trial, or wait forever): both refused, by name.
+        if not (math.isfinite(self.cpus_per_trial) and self.cpus_per_trial > 0):
             raise SpecError(
-                f"--gpus-per-trial: got {self.gpus_per_trial}; expected >= 0 "
-                "(0.25 packs four trials on a GPU)"
+                f"--cpus-per-trial: got {self.cpus_per_trial}; expected > 0, a finite number"
+            )
+        if (gpus := self.gpus_per_trial) is not None and not _placeable_gpus(gpus):
+            raise SpecError(
+                f"--gpus-per-trial: got {gpus}; expected >= 0: a fraction < 1 (0.25 packs four "
+                "trials on a GPU) or a whole number of GPUs (Ray places no 1.5)"
             )
         for flag in ("epoch_seconds", "price_per_hour"):
-            if (value := getattr(self, flag)) is not None and not value >= 0:
-                raise SpecError(f"--{_flag(flag)}: got {value}; expected a number >= 0")
-        if self.time_budget is not None and self.time_budget <= 0:
-            raise SpecError(f"--time-budget: got {self.time_budget}; expected seconds > 0")
+            value = getattr(self, flag)
+            if value is not None and not (math.isfinite(value) and value >= 0):
+                raise SpecError(f"--{_flag(flag)}: got {value}; expected a finite number >= 0")
+        budget = self.time_budget
+        if budget is not None and not (math.isfinite(budget) and budget > 0):
+            raise SpecError(
+                f"--time-budget: got {budget}; expected seconds > 0, a finite number (leave it "
+                "out for no time limit)"
+            )
         self._check_objective()
         if self.warm_start is not None and self.search != "tpe":
             raise SpecError(
@@ -249,10 +268,13 @@ class SweepSpec:
         return self.time_budget is not None or self.epoch_budget is not None
 
     def kept(self) -> dict[str, Any]:
-        """What a resumed sweep keeps: recorded on the sweep's parent run when it starts."""
+        """What a resumed sweep keeps: recorded on the sweep's parent run when it starts, as
+        JSON in one tag. The base goes in flat (`train.lr`) without its locations: about
+        1,000 characters, well under MLflow's 8,000 per tag value (tests/test_spec.py)."""
         return {
             **{flag: getattr(self, flag) for flag in KEPT_ON_RESUME},
             "space": spaces.describe_space(dict(self.space)),
+            "base": _kept_base(self.base),
         }
 
     def resumed(self, recorded: Mapping[str, Any]) -> SweepSpec:
@@ -271,21 +293,64 @@ class SweepSpec:
                     f"with {_shown(was)}; a resumed sweep keeps it (Tune saved its searcher, "
                     "scheduler and stopper with it): leave the flag out, or start a new sweep"
                 )
-        described = spaces.describe_space(dict(self.space))
-        for key, was in recorded.get("space", {}).items():
-            if (now := described.get(key)) != was:
-                raise SpecError(
-                    f"search space '{key}': {now or 'removed'}, but sweep {self.name} was "
-                    f"started with {was}; a resumed sweep searches the space it started with"
-                )
+        if "space" in recorded:  # else a sweep started before its space was recorded
+            self._check_space(recorded["space"])
         if "smoke_test" in changes and changes["smoke_test"] != self.smoke_test:
             raise SpecError(
                 f"--smoke-test: sweep {self.name} was started "
                 f"{'with' if changes['smoke_test'] else 'without'} it; pass the same"
             )
+        if "base" in recorded:  # else a sweep started before its base was recorded
+            self._check_base(recorded["base"])
         if "seed" in changes:  # the base config carries the seed to every trial
             changes["base"] = self.base.replace(seed=changes["seed"])
         return dataclasses.replace(self, **changes)
+
+    def _check_space(self, recorded: Mapping[str, str]) -> None:
+        """The space described as the sweep started with it: no key changed, removed or new
+        (Tune's searcher would meet a key it never saw, after the parent run reopened)."""
+        described = spaces.describe_space(dict(self.space))
+        for key, was in recorded.items():
+            if (now := described.get(key)) != was:
+                raise SpecError(
+                    f"search space '{key}': {now or 'removed'}, but sweep {self.name} was "
+                    f"started with {was}; a resumed sweep searches the space it started with"
+                )
+        if new := [key for key in described if key not in recorded]:
+            raise SpecError(
+                f"search space '{new[0]}': {described[new[0]]}, but sweep {self.name} was "
+                "started without it; a resumed sweep searches the space it started with: "
+                "remove it, or start a new sweep"
+            )
+
+    def _check_base(self, recorded: Mapping[str, Any]) -> None:
+        """The base config the sweep started with, but for its locations: the trials after
+        the resume would train otherwise than those before, under the same parent params."""
+        now = _kept_base(self.base)
+        for key, was in recorded.items():
+            if key in now and now[key] != was:  # a field newer or older than the record: skip
+                name = key.partition(".")[2]
+                raise SpecError(
+                    f"base config {key}: got {_shown(now[key])}, but sweep {self.name} was "
+                    f"started with {_shown(was)}, which its trials so far and its run's "
+                    f"base.{key} param hold; a resumed sweep keeps its base config: leave "
+                    f"--set {name} out (and the script's base config as it was), or start a "
+                    "new sweep"
+                )
+
+
+def _kept_base(base: Config) -> dict[str, Any]:
+    """The base config's fields a resumed sweep keeps: JSON-ready (lists, not tuples)."""
+    return {
+        key: value
+        for key, value in base.flat().items()
+        if key not in NOT_KEPT_IN_BASE and key != "train.seed"
+    }
+
+
+def _placeable_gpus(gpus: float) -> bool:
+    """A share of one GPU, or whole GPUs: Ray places nothing in between."""
+    return math.isfinite(gpus) and (0 <= gpus < 1 or (gpus >= 1 and float(gpus).is_integer()))
 
 
 def _flag(field: str) -> str:
@@ -509,6 +574,15 @@ def spec_from_args(
     overrides = parse_overrides(typed.pop("overrides", []))
     if typed.get("space"):
         space = spaces.load_space(typed.pop("space"))
+    if "seed" in overrides:  # else --seed (default 0) would replace it, silently
+        seed = overrides["seed"]
+        raise SpecError(f"--set seed={seed}: {SEED_RULE}; pass --seed {seed} instead")
+    if "seed" in space and "seed" not in spaces.sampled_keys(dict(space)):
+        seed = space["seed"]  # a constant: every trial the same seed, not --seed + i
+        raise SpecError(
+            f"search space 'seed' = {seed!r}: one seed for every trial, where {SEED_RULE}; "
+            f"pass --seed {seed!r} instead (a domain, e.g. tune.randint, samples it)"
+        )
     if searched := sorted(set(overrides) & set(space)):
         raise SpecError(
             f"--set {searched[0]}: the search space samples it; remove it from the space "
@@ -560,6 +634,15 @@ def _resolve_base(
     """The base config with --set and the flags applied and every path absolute (Tune moves
     the cwd)."""
     config = Config.from_dict(dict(base_config))
+    # A script's base config that sets a seed is refused, not honoured when --seed is left
+    # out: one place states the sweep's seed (--seed, or the script's `defaults`), and a
+    # --seed typed later would otherwise replace it silently.
+    if (seed := config.train.seed) != Config().train.seed:
+        raise SpecError(
+            f"the script's base config: seed {seed}, but {SEED_RULE} (--seed {v['seed']} "
+            f"here), which would replace it; give the script's defaults {{'seed': {seed}}} "
+            f"instead, or pass --seed {seed}"
+        )
     for key, value in overrides.items():
         try:
             config = config.replace(**{key: value})

@@ -2,14 +2,16 @@
 frozen; on --resume it keeps what the sweep was started with. And readable search spaces."""
 
 import dataclasses
+import json
 
 import pytest
 from ray import tune
 
+from sweeps import celeba, mnist, shapes
 from sweeps.engine import run_sweep
 from sweeps.plan import expected_epochs, plan
 from sweeps.space import describe, describe_space, sampled_keys, trial_name
-from sweeps.spec import SpecError, parse_spec
+from sweeps.spec import KEPT_ON_RESUME, SpecError, parse_spec
 from sweeps.tracking import default_tracking_uri, uri_flag
 
 SPACE = {"latent_dim": tune.choice([4, 8]), "kl_weight": tune.loguniform(0.1, 10.0)}
@@ -93,6 +95,133 @@ def test_a_resumed_spec_keeps_what_the_sweep_started_with():
     with pytest.raises(SpecError, match="search space 'kl_weight': loguniform.0.1, 1., but"):
         spec("--resume", "--name", "s", space=changed).resumed(started.kept())
     assert spec("--resume", "--name", "s").resumed({}).num_samples == 16  # nothing recorded
+
+
+# A value other than the default for each kept flag (the sweep below starts with the defaults).
+CHANGED = {
+    "num_samples": ["--num-samples", "5"],
+    "max_epochs": ["--max-epochs", "3"],
+    "grace_period": ["--grace-period", "2"],
+    "search": ["--search", "tpe"],
+    "scheduler": ["--scheduler", "fifo"],
+    "objective": ["--objective", "val_mig"],
+    "seed": ["--seed", "4"],
+    "max_concurrent": ["--max-concurrent", "2"],
+    "time_budget": ["--time-budget", "60"],
+    "epoch_budget": ["--epoch-budget", "10"],
+    "fresh_workers": ["--fresh-workers"],
+    "smoke_test": ["--smoke-test"],
+    "warm_start": ["--warm-start", "earlier"],
+}
+
+
+@pytest.mark.parametrize("flag", KEPT_ON_RESUME)
+def test_every_kept_flag_changed_on_resume_is_refused_by_name(flag):
+    kept = json.loads(json.dumps(spec("--name", "s").kept()))  # as the parent run's tag holds it
+    option = "--" + flag.replace("_", "-")
+    with pytest.raises(SpecError, match=f"^{option}: got .*, but sweep s was started with "):
+        spec("--resume", "--name", "s", *CHANGED[flag]).resumed(kept)
+
+
+def test_a_resume_keeps_the_base_config_but_for_its_locations(tmp_path):
+    started = spec("--name", "s", "--set", "widths=[16, 32, 64, 64]", "--set", "lr=3e-4")
+    kept = json.loads(json.dumps(started.kept()))  # as the parent run's tag holds it
+    same = ("--resume", "--name", "s", "--set", "widths=[16, 32, 64, 64]", "--set", "lr=3e-4")
+    assert spec(*same).resumed(kept).base.model.widths == (16, 32, 64, 64)  # lists read back
+    data = tmp_path / "d.arrow"
+    places = ["--data-root", tmp_path, "--data-path", data, "--download", "--set", "device=cpu"]
+    moved = spec(*same, *map(str, places), "--set", f"cache_dir={tmp_path}").resumed(kept)
+    assert (moved.base.data.data_path, moved.base.train.device) == (str(data), "cpu")
+    with pytest.raises(
+        SpecError,
+        match=r"^base config train\.batch_size: got 64, but sweep s was started with 128, .*"
+        r"leave --set batch_size out \(and the script's base config as it was\), or start a new",
+    ):
+        spec(*same, "--set", "batch_size=64").resumed(kept)
+    with pytest.raises(SpecError, match="^base config train.lr: got 0.001, but .* with 0.0003"):
+        spec("--resume", "--name", "s", "--set", "widths=[16, 32, 64, 64]").resumed(kept)
+    with pytest.raises(SpecError, match="^base config model.widths: got not set, but .* with "):
+        spec("--resume", "--name", "s", "--set", "lr=3e-4").resumed(kept)
+    wider = {**SPACE, "lr": tune.loguniform(1e-4, 1e-2)}
+    with pytest.raises(
+        SpecError,
+        match=r"^search space 'lr': loguniform\(0.0001, 0.01\), but sweep s was started "
+        "without it; a resumed sweep searches the space it started with",
+    ):
+        spec(*same[:-2], space=wider).resumed(kept)
+    # A sweep recorded before its base (and space) were: resumed as before, unchecked.
+    older = {k: v for k, v in kept.items() if k not in ("base", "space")}
+    assert spec("--resume", "--name", "s", space=wider).resumed(older).base.train.lr == 1e-3
+
+
+@pytest.mark.parametrize(
+    ("space", "base", "flags"),
+    [
+        (shapes.SEARCH_SPACE, shapes.BASE_CONFIG, []),
+        (mnist.SEARCH_SPACE, mnist.BASE_CONFIG, []),
+        (celeba.SEARCH_SPACE, celeba.BASE_128, []),
+        (celeba.SEARCH_SPACE, celeba.BASE_64, ["--data-path", "s3://bucket/" + "x" * 500]),
+    ],
+)
+def test_what_a_resume_keeps_fits_an_mlflow_tag(space, base, flags):
+    """MLflow keeps at most 8,000 characters of a tag value; the kept flags are one tag."""
+    kept = parse_spec(space, base, ["--tracking-uri", "sqlite:///x.db", *flags]).kept()
+    assert 500 < len(json.dumps(kept)) < 2000
+    assert "model.arch" in kept["base"] and "data.data_path" not in kept["base"]
+
+
+def test_the_seed_is_set_by_seed_alone(tmp_path):
+    """Trial i trains with --seed + i: a seed set anywhere else would be replaced, silently."""
+    assert [spec("--seed", "5").base.train.seed, spec().base.train.seed] == [5, 0]
+    with pytest.raises(
+        SpecError,
+        match=r"^--set seed=5: the sweep seeds trial i with --seed \+ i; pass --seed 5 instead",
+    ):
+        spec("--set", "seed=5")
+    path = tmp_path / "space.yaml"
+    path.write_text("latent_dim: choice([4, 8])\nseed: 5\n")
+    with pytest.raises(SpecError, match=r"^search space 'seed' = 5: one seed for every trial, "):
+        spec("--space", str(path))
+    path.write_text("latent_dim: choice([4, 8])\nseed: randint(0, 100)\n")
+    assert "seed" in sampled_keys(dict(spec("--space", str(path)).space))  # sampled: its own
+    seeded = {**BASE, "seed": 5}  # a script's base config: refused, not honoured
+    for flags in ([], ["--seed", "5"]):
+        with pytest.raises(
+            SpecError,
+            match=r"^the script's base config: seed 5, but the sweep seeds trial i with --seed "
+            rf"\+ i \(--seed {flags[-1] if flags else 0} here\), which would replace it; give "
+            r"the script's defaults "
+            r"\{'seed': 5\} instead, or pass --seed 5",
+        ):
+            parse_spec(SPACE, seeded, ["--tracking-uri", "sqlite:///x.db", *flags])
+    assert parse_spec(SPACE, BASE, [], {"seed": 5}).base.train.seed == 5  # the defaults' way
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "accepted"),
+    [
+        ("--time-budget", "nan", "expected seconds > 0, a finite number"),
+        ("--time-budget", "inf", "expected seconds > 0, a finite number"),
+        ("--time-budget", "0", "expected seconds > 0, a finite number"),
+        ("--cpus-per-trial", "nan", "expected > 0, a finite number"),
+        ("--cpus-per-trial", "inf", "expected > 0, a finite number"),
+        ("--gpus-per-trial", "1.5", "expected >= 0: a fraction < 1 .0.25 packs"),
+        ("--gpus-per-trial", "nan", "expected >= 0: a fraction < 1 .0.25 packs"),
+        ("--gpus-per-trial", "inf", "expected >= 0: a fraction < 1 .0.25 packs"),
+        ("--gpus-per-trial", "-0.5", "expected >= 0: a fraction < 1 .0.25 packs"),
+        ("--epoch-seconds", "inf", "expected a finite number >= 0"),
+        ("--epoch-seconds", "nan", "expected a finite number >= 0"),
+        ("--price-per-hour", "inf", "expected a finite number >= 0"),
+    ],
+)
+def test_a_number_flag_that_cannot_work_is_refused(flag, value, accepted):
+    with pytest.raises(SpecError, match=f"^{flag}: got {float(value)}; {accepted}"):
+        spec(flag, value)
+
+
+@pytest.mark.parametrize("gpus", ["0", "0.25", "0.5", "1", "2"])
+def test_a_share_of_a_gpu_or_whole_gpus_are_accepted(gpus):
+    assert spec("--gpus-per-trial", gpus).gpus_per_trial == float(gpus)
 
 
 def test_set_changes_the_base_config_and_names_a_bad_field():
