@@ -45,9 +45,12 @@ def test_file_is_plain_safetensors_with_the_whole_state(trained):
     assert json.loads(meta["config"]) == state.config.to_dict()
     assert any(k.startswith("optim.") and k.endswith(".exp_avg_sq") for k in header)
     assert {"rng.shuffle", "rng.noise"} <= set(header)
+    # which device each generator's state comes from: a CUDA one's does not fit a CPU one
+    assert json.loads(meta["rng_devices"]) == {"shuffle": "cpu", "noise": "cpu"}
     assert b"\x80\x04" not in raw[:16]  # not a pickle stream
     ckpt = read_checkpoint(path.parent)  # a run folder works too
     assert ckpt.epoch == 1 and ckpt.history == state.history
+    assert ckpt.rng_devices == {"shuffle": "cpu", "noise": "cpu"}
 
 
 def test_no_temporary_file_is_left_behind(trained):

@@ -126,3 +126,37 @@ def test_missing_dataset_fails_before_any_output(tmp_path):
 def test_bad_flags_exit_2_with_the_field_named(flags, message, tmp_path):
     result = vae_train(*flags, "--out", tmp_path / "out")
     assert result.returncode == 2 and message in result.stderr
+
+
+def test_resume_refuses_another_mean_activation_and_applies_a_new_sigma_x(
+    shared_data, tmp_path, caplog
+):
+    out = tmp_path / "run"
+    tiny = ["--arch", "mlp", "--hidden-dims", 32, "--latent-dim", 2, "--iwae-samples", 2]
+    first = vae_train(
+        "--data-root", shared_data, "--limit", 200, *tiny, "--epochs", 1, "--out", out,
+        "--no-progress",
+    )  # fmt: skip
+    assert first.returncode == 0, first.stderr
+    assert read_checkpoint(out).config.model.sigma_x == 0.1  # the default, fixed Gaussian
+    before = (out / "checkpoint.safetensors").read_bytes()
+    refused = vae_train(
+        "--out", out, "--resume", "--epochs", 2, "--mean-activation", "squash", "--no-progress"
+    )
+    assert refused.returncode == 2
+    assert (
+        "vae-train: error: model.mean_activation: the checkpoint was trained with 'none', the "
+        "config asks for 'squash'; a run resumes only with the same model and data: set "
+        "model.mean_activation back to 'none', or start a new run" in refused.stderr
+    )
+    assert (out / "checkpoint.safetensors").read_bytes() == before
+
+    applied = vae_train("--out", out, "--resume", "--epochs", 2, "--sigma-x", 0.5, "--no-progress")
+    assert applied.returncode == 0, applied.stderr
+    assert "model.sigma_x: the checkpoint was trained with 0.1, the config asks for 0.5" in (
+        caplog.text
+    )
+    history = json.loads((out / "metrics.json").read_text())
+    assert [r["sigma_x"] for r in history] == pytest.approx([0.1, 0.5])
+    ckpt = read_checkpoint(out)
+    assert ckpt.config.model.sigma_x == 0.5 and load_model(out).sigma_x == pytest.approx(0.5)

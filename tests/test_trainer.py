@@ -1,10 +1,12 @@
 """fit(): one batch overfits, seeds repeat exactly, resume equals an unbroken run, NaN guard."""
 
+import json
 import math
 
 import pytest
 import torch
 from conftest import make_splits, tiny_config
+from safetensors import safe_open
 
 from vae_core.checkpoint import read_checkpoint
 from vae_core.config import ConfigError
@@ -133,3 +135,70 @@ def test_resume_takes_a_new_lr_and_refuses_a_different_model(splits, tmp_path):
         match="model.latent_dim: the checkpoint was trained with 4, the config asks for 5",
     ):
         fit(config.replace(epochs=2, latent_dim=5), splits, resume_from=tmp_path / "c")
+
+
+def test_resume_refuses_another_mean_activation_and_applies_a_new_fixed_sigma_x(
+    splits, tmp_path, caplog
+):
+    config = tiny_config(epochs=1, likelihood="gaussian", sigma_x=0.1)
+    fit(config, splits, on_epoch_end=lambda s: s.save(tmp_path / "c"))
+    with pytest.raises(ConfigError) as err:
+        fit(config.replace(epochs=2, mean_activation="squash"), splits, resume_from=tmp_path / "c")
+    assert (
+        "model.mean_activation: the checkpoint was trained with 'none', the config asks for "
+        "'squash'" in str(err.value)
+    )
+    assert "set model.mean_activation back to 'none', or start a new run" in str(err.value)
+
+    resumed = fit(config.replace(epochs=2, sigma_x=0.5), splits, resume_from=tmp_path / "c")
+    # The loss reads the buffer: it now holds the config's 0.5, not the checkpoint's 0.1.
+    assert resumed.model.sigma_x == pytest.approx(0.5)
+    assert [r["sigma_x"] for r in resumed.history] == pytest.approx([0.1, 0.5])
+    assert resumed.checkpoint().config.model.sigma_x == 0.5
+    assert "model.sigma_x: the checkpoint was trained with 0.1, the config asks for 0.5" in (
+        caplog.text
+    )
+    kept = fit(config.replace(epochs=2), splits, resume_from=tmp_path / "c")
+    assert kept.model.sigma_x == pytest.approx(0.1)
+
+
+def _as_written_on_a_gpu(path, tmp_path, marked):
+    """The checkpoint at `path` as a CUDA run writes it, in a new file: its noise generator
+    lived on the GPU, and a CUDA (Philox) generator's get_state() is 16 bytes, the seed then
+    the offset as 64-bit integers (ATen's CUDAGeneratorImpl::get_state), where the CPU
+    Mersenne Twister's is 5056. `marked`: the devices recorded, as vae-sweep writes them now;
+    else the file as written before they were."""
+    from safetensors.torch import load_file, save_file
+
+    with safe_open(str(path), framework="pt") as f:
+        metadata = f.metadata()
+    tensors = load_file(path)
+    assert tensors["rng.noise"].numel() == torch.Generator().get_state().numel() == 5056
+    tensors["rng.noise"] = torch.tensor([1, 4 * 96], dtype=torch.int64).view(torch.uint8)
+    assert json.loads(metadata.pop("rng_devices")) == {"shuffle": "cpu", "noise": "cpu"}
+    if marked:
+        metadata["rng_devices"] = json.dumps({"shuffle": "cpu", "noise": "cuda"})
+    gpu = tmp_path / "gpu.safetensors"
+    save_file(tensors, str(gpu), metadata=metadata)
+    return gpu
+
+
+@pytest.mark.parametrize("marked", [False, True], ids=["before-devices-kept", "device-kept"])
+def test_a_checkpoint_written_on_a_gpu_resumes_on_cpu_reseeded(splits, tmp_path, caplog, marked):
+    config = tiny_config(epochs=1)
+    fit(config, splits, on_epoch_end=lambda s: s.save(tmp_path / "c"))
+    gpu = _as_written_on_a_gpu(tmp_path / "c", tmp_path, marked)
+    assert read_checkpoint(gpu).rng["noise"].numel() == 16
+    a = fit(config.replace(epochs=3), splits, resume_from=gpu)
+    assert a.epoch == 3 and [r["epoch"] for r in a.history] == [1, 2, 3]
+    assert all(math.isfinite(r["train_loss"]) and math.isfinite(r["val_bpd"]) for r in a.history)
+    assert (
+        "the checkpoint's noise generator state was saved on cuda, this run is on cpu"
+        in caplog.text
+    )
+    assert "reseeded from seed 0 and step 3" in caplog.text
+    assert "shuffle generator" not in caplog.text  # a CPU generator on both: kept exactly
+    b = fit(config.replace(epochs=3), splits, resume_from=gpu)  # the reseed is deterministic
+    assert [r["val_bpd"] for r in b.history] == [r["val_bpd"] for r in a.history]
+    unforged = fit(config.replace(epochs=3), splits, resume_from=tmp_path / "c")
+    assert unforged.history[-1]["val_bpd"] != a.history[-1]["val_bpd"]  # other noise drawn

@@ -2,8 +2,10 @@
 
 Tensors: `model.*` (state dict), `optim.<param>.<key>` (Adam moments and step counts) and
 `rng.*` (generator states, so a resumed run draws the same numbers as an uninterrupted one).
-Metadata (strings): the format tag, the config, epoch, step, optimiser hyperparameters and the
-metrics history, all as JSON, plus any `extra` strings a caller keeps (e.g. a tracker run id).
+Metadata (strings): the format tag, the config, epoch, step, optimiser hyperparameters, the
+metrics history and the device type of each generator (`rng_devices`: a CUDA generator's state
+does not fit a CPU one), all as JSON, plus any `extra` strings a caller keeps (e.g. a tracker
+run id).
 Files are written to a temporary name and renamed: a crash never leaves a half-written file.
 """
 
@@ -25,6 +27,9 @@ from vae_core.model import VAE, build_model
 
 FORMAT = "vae-sweep/checkpoint-1"
 CHECKPOINT_NAME = "checkpoint.safetensors"
+# A CPU generator's state (Mersenne Twister) is 5056 bytes; a CUDA (Philox) one's 16 (seed and
+# offset). Files written before `rng_devices` was kept are told apart by this size.
+CPU_RNG_STATE_BYTES = 5056
 
 
 class CheckpointError(ValueError):
@@ -40,6 +45,7 @@ class Checkpoint:
     step: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
     rng: dict[str, torch.Tensor] = field(default_factory=dict)
+    rng_devices: dict[str, str] = field(default_factory=dict)  # "noise": "cuda", per rng key
     extra: dict[str, str] = field(default_factory=dict)
 
 
@@ -61,6 +67,7 @@ def save_checkpoint(path: str | os.PathLike, ckpt: Checkpoint) -> Path:
         "step": str(ckpt.step),
         "optimizer_param_groups": json.dumps(groups),
         "history": json.dumps(ckpt.history),
+        "rng_devices": json.dumps(ckpt.rng_devices),
         "extra": json.dumps(ckpt.extra),
     }
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
@@ -107,8 +114,17 @@ def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
         step=int(metadata["step"]),
         history=json.loads(metadata["history"]),
         rng=parts["rng"],
+        rng_devices=json.loads(metadata.get("rng_devices", "{}")),
         extra=json.loads(metadata["extra"]),
     )
+
+
+def rng_device(ckpt: Checkpoint, name: str) -> str:
+    """The device type ("cpu", "cuda") that generator `name`'s saved state comes from."""
+    if name in ckpt.rng_devices:
+        return ckpt.rng_devices[name]
+    # Written before the devices were kept: cuda is the only other device vae-train runs on.
+    return "cpu" if ckpt.rng[name].numel() == CPU_RNG_STATE_BYTES else "cuda"
 
 
 def file_sha256(path: str | os.PathLike) -> str:

@@ -4,10 +4,20 @@ The trainer knows nothing of trackers or schedulers: a sweep passes `on_epoch_en
 the TrainState (metrics in `state.history[-1]`, `state.save(path)` for a checkpoint) and may
 return True to stop. With the same seed, CPU runs repeat bit for bit, and a run resumed from a
 checkpoint draws the same numbers as one that never stopped.
+
+Resuming refuses, by name, a config that changes what the weights mean (RESUME_INVARIANTS,
+mean_activation among them: the same decoder output read through a sigmoid or not is another
+model). A *fixed* sigma_x is a setting of the loss, not a weight: a new one is applied (the
+buffer takes the config's value) and logged; a learned sigma_x goes on from its trained value
+(the config's is only its initial one). A generator state saved on another device type (a
+checkpoint from a GPU resumed on CPU) does not fit: that generator is reseeded from the seed
+and the step, and a warning says so; on the same device type the state is restored exactly.
 """
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import math
 import os
 import time
@@ -18,7 +28,7 @@ from typing import Any, NoReturn
 import torch
 from tqdm.auto import tqdm
 
-from vae_core.checkpoint import Checkpoint, read_checkpoint, save_checkpoint
+from vae_core.checkpoint import Checkpoint, read_checkpoint, rng_device, save_checkpoint
 from vae_core.config import Config, ConfigError
 from vae_core.data import Splits, load_splits, shuffled_batches
 from vae_core.factors import factor_scores
@@ -26,6 +36,7 @@ from vae_core.metrics import effective_beta, elbo_terms, evaluate, training_loss
 from vae_core.model import VAE, build_model
 
 EpochCallback = Callable[["TrainState"], bool | None]
+log = logging.getLogger(__name__)
 
 
 class DivergenceError(FloatingPointError):
@@ -65,6 +76,10 @@ class TrainState:
             history=self.history,
             extra=self.extra,
             rng={"shuffle": self.shuffle_rng.get_state(), "noise": self.noise_rng.get_state()},
+            rng_devices={
+                "shuffle": self.shuffle_rng.device.type,
+                "noise": self.noise_rng.device.type,
+            },
         )
 
     def save(self, path: str | os.PathLike) -> None:
@@ -88,6 +103,7 @@ RESUME_INVARIANTS = (
     "model.arch",
     "model.latent_dim",
     "model.likelihood",
+    "model.mean_activation",  # a sigmoid/tanh on the decoder's mean or none: another model
     "model.activation",
     "model.hidden_dims",
     "model.widths",
@@ -107,21 +123,53 @@ def _restore_state(ckpt: Checkpoint, config: Config, device: torch.device) -> Tr
         if saved[key] != wanted[key]:
             raise ConfigError(
                 f"{key}: the checkpoint was trained with {saved[key]!r}, the config asks for "
-                f"{wanted[key]!r}; a run resumes only with the same model and data"
+                f"{wanted[key]!r}; a run resumes only with the same model and data: set {key} "
+                f"back to {saved[key]!r}, or start a new run"
             )
     state = _new_state(config, device)
-    state.model.load_state_dict(ckpt.model_state)
+    weights = dict(ckpt.model_state)
+    if config.model.likelihood == "gaussian" and saved["model.sigma_x"] != wanted["model.sigma_x"]:
+        weights["log_sigma_x"] = state.model.log_sigma_x.detach().clone()  # the config's value
+        log.warning(
+            "model.sigma_x: the checkpoint was trained with %r, the config asks for %r; a fixed "
+            "sigma_x is a setting of the loss, not a weight: the run goes on with %r",
+            saved["model.sigma_x"],
+            wanted["model.sigma_x"],
+            wanted["model.sigma_x"],
+        )
+    state.model.load_state_dict(weights)
     if ckpt.optimizer_state is not None:
         state.optimizer.load_state_dict(ckpt.optimizer_state)
         for group in state.optimizer.param_groups:  # the config's lr wins over the saved one
             group["lr"] = config.train.lr
-    if "shuffle" in ckpt.rng:
-        state.shuffle_rng.set_state(ckpt.rng["shuffle"])
-    if "noise" in ckpt.rng:
-        state.noise_rng.set_state(ckpt.rng["noise"])
+    for name, generator in (("shuffle", state.shuffle_rng), ("noise", state.noise_rng)):
+        if name in ckpt.rng:
+            _restore_rng(generator, name, ckpt, config.train.seed)
     state.epoch, state.step = ckpt.epoch, ckpt.step
     state.history, state.extra = list(ckpt.history), dict(ckpt.extra)
     return state
+
+
+def _restore_rng(generator: torch.Generator, name: str, ckpt: Checkpoint, seed: int) -> None:
+    """The saved state of generator `name` where it was saved on this device type (a bit-exact
+    resume); else (a CUDA state of 16 bytes for a CPU generator of 5056, or back) a reseed
+    from (seed, name, step), the same on every resume of that checkpoint, logged."""
+    saved_on = rng_device(ckpt, name)
+    if saved_on == generator.device.type:
+        generator.set_state(ckpt.rng[name])
+        return
+    digest = hashlib.sha256(f"{seed}/{name}/{ckpt.step}".encode()).digest()
+    generator.manual_seed(int.from_bytes(digest[:8], "little"))
+    log.warning(
+        "resume: the checkpoint's %s generator state was saved on %s, this run is on %s, where "
+        "it does not fit: reseeded from seed %d and step %d (the run goes on, but draws other "
+        "numbers than an unbroken run would)",
+        name,
+        saved_on,
+        generator.device.type,
+        seed,
+        ckpt.step,
+    )
 
 
 def _train_epoch(

@@ -72,7 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--resume",
         action="store_true",
-        help="continue from --out/checkpoint.safetensors up to --epochs",
+        help="continue from --out/checkpoint.safetensors up to --epochs; flags may change "
+        "e.g. --lr, --kl-weight or a fixed --sigma-x (applied, and said), not the model or data",
     )
     run.add_argument(
         "--overwrite",
