@@ -41,7 +41,17 @@ def run(examples: int, steps: int) -> dict:
         }
         started = time.monotonic()
         done = subprocess.run(
-            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", TEST],
+            [
+                sys.executable,
+                "-m",
+                "pytest",
+                "-q",
+                "-p",
+                "no:cacheprovider",
+                "-p",
+                "no:logging",
+                TEST,
+            ],
             cwd=REPO,
             env=env,
             capture_output=True,

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from rich.console import Console
 from rich.table import Table
@@ -112,16 +113,33 @@ def _children(sweep: Sweep) -> str:
     return f"tags.`{PARENT}` = '{sweep.run.info.run_id}'"
 
 
+class _AliasesNow:
+    """The aliases a version holds in the registry now (a later sweep or a promotion may have
+    moved them since the sweep registered it); one look-up per registered model."""
+
+    def __init__(self, client: MlflowClient) -> None:
+        self.client, self.models = client, {}
+
+    def of(self, registered: str) -> list[str]:
+        name, _, version = registered.rpartition("/")
+        if name not in self.models:
+            try:
+                self.models[name] = self.client.get_registered_model(name).aliases
+            except MlflowException:  # deleted since
+                self.models[name] = {}
+        return sorted(a for a, v in self.models[name].items() if str(v) == version)
+
+
 def list_table(client: MlflowClient, experiment: str | None = None) -> Table:
     table = Table(title="sweeps, newest first", title_justify="left")
     for column in ("sweep", "experiment", "status", "started", "trials", "best", "registered"):
         table.add_column(column, overflow="fold")
+    aliases = _AliasesNow(client)
     for sweep in sweeps(client, experiment):
         best = sweep.best()
-        tags = sweep.run.data.tags
-        registered = tags.get("registered_model", "")
-        if registered and tags.get("registered_alias"):
-            registered += f" @{tags['registered_alias']}"
+        registered = sweep.run.data.tags.get("registered_model", "")
+        if registered:
+            registered += "".join(f" @{a}" for a in aliases.of(registered))
         table.add_row(
             sweep.name,
             sweep.experiment,

@@ -37,6 +37,11 @@ from sweeps.tracking import (
     TRIAL_ID,
 )
 
+# The tags that say how a trial's run ended: a retried trial's run is cleared of them when it
+# continues, so that it ends as the retry does (not `failed` with a stale error).
+ENDING_TAGS = frozenset({OUTCOME, ERROR, NOTE, STOP_REASON})
+RETRIED_AFTER = "vae_sweep.retried_after"  # on a continued run: the error its last try ended on
+
 
 class SweepInterrupted(RuntimeError):
     """Ctrl+C (or SIGUSR1) stopped the sweep; Tune saved its state for --resume."""
@@ -76,10 +81,18 @@ class TrialRun:
     def _open(self, experiment_id, parent_run_id, run_id, name, trial_id, tags, params):
         run_id = run_id or self._find(experiment_id, parent_run_id, trial_id)
         if run_id is not None:
-            known = self.client.get_run(run_id).data.tags
+            run = self.client.get_run(run_id)
             self.client.update_run(run_id, status="RUNNING")  # restarted after a failure
+            for tag in ENDING_TAGS & set(run.data.tags):  # the retry decides how it ends
+                self.client.delete_tag(run_id, tag)
+            if ERROR in run.data.tags:  # what the last try died of, kept apart
+                tags = {RETRIED_AFTER: run.data.tags[ERROR], **tags}
             self.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
-            return run_id, known
+            # A run the server made while the trial stopped waiting for it has no params yet;
+            # those it has stay (MLflow refuses to change a param).
+            missing = {k: v for k, v in params.items() if k not in run.data.params}
+            tracking.log_params(self.client, run_id, missing)
+            return run_id, run.data.tags
         run = self.client.create_run(
             experiment_id,
             run_name=name,
@@ -120,6 +133,21 @@ class TrialRun:
             m[3] for item in self.outbox.pending for m in item.get("metrics", []) if m[0] == key
         }
         return {m.step for m in history} | waiting
+
+    def image_steps_logged(self) -> set[int]:
+        """The epochs whose grids this run holds under images/ (the `+step+N+` of each file),
+        on the server or waiting in the outbox: a restarted trial draws them again otherwise,
+        and the UI's image charts would show each of those epochs twice."""
+        if not self.continued:
+            return set()
+        listed = tracking.patiently(
+            f"run {self.run_id}", self.client.list_artifacts, self.run_id, tracking.IMAGES
+        )
+        names = [Path(a.path).name for a in listed]
+        for item in self.outbox.pending:
+            if item.get("path") == tracking.IMAGES and "spooled" in item:
+                names += [p.name for p in (self.outbox.spool / item["spooled"]).iterdir()]
+        return {step for name in names if (step := tracking.image_step(name)) is not None}
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         now = int(time.time() * 1000)
@@ -262,6 +290,12 @@ def end_trial_run(client: MlflowClient, trial, status: str, tags: dict[str, str]
     return counters
 
 
+# trial id -> (status, tags) of each trial Tune ended, decided then: a run ended later (the
+# server was away) must say why the trial stopped when it stopped, not what the sweep's final
+# spent epochs or seconds would say. Kept by the driver's EndTrialRuns, read by settle.
+DECIDED: dict[str, tuple[str, dict[str, str]]] = {}
+
+
 class EndTrialRuns(tune.Callback):
     """Ends the runs of trials that Tune stops (ASHA, the last epoch, a budget) or that fail,
     as they end, after delivering what they could not log. With the tracking server away
@@ -285,10 +319,20 @@ class EndTrialRuns(tune.Callback):
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
         seconds = time.monotonic() - self.started
-        self._end(trial, *self.stops.outcome(trial, self.stops.spent(trials), seconds))
+        decided = self.stops.outcome(trial, self.stops.spent(trials), seconds)
+        DECIDED[trial.trial_id] = decided
+        self._end(trial, *decided)
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
         self._end(trial, "FAILED", failed(error_text(trial), trial_epoch(trial)))
+
+    # Tune saves a callback's state with the sweep's and restores it on --resume: the reasons
+    # decided before a driver died still hold when its successor settles the runs.
+    def get_state(self) -> dict | None:
+        return {"decided": dict(DECIDED)} if DECIDED else None
+
+    def set_state(self, state: dict) -> None:
+        DECIDED.update(state.get("decided", {}))
 
 
 # The driver's side
@@ -387,13 +431,18 @@ class SweepRuns:
         calls."""
         unfinished = [t for t in trials if t.status not in ("TERMINATED", "ERROR")]
         missing = 0 if expected is None else max(expected - len(trials), 0)
-        if unfinished or missing:
-            self._interrupted(unfinished, len(unfinished) + missing, expected)
-        runs = tracking.patiently("ending the sweep's trials", self._trial_runs)
         spent = epochs_spent(trials)
+        if unfinished or missing:
+            ended = {
+                t.trial_id: self._outcome(t, stops, spent, seconds)
+                for t in trials
+                if t not in unfinished
+            }
+            self._interrupted(ended, len(unfinished) + missing, expected)
+        runs = tracking.patiently("ending the sweep's trials", self._trial_runs)
         totals = dict.fromkeys(outbox.NOTHING, 0)
         for trial in trials:
-            status, tags = stops.outcome(trial, spent, seconds)
+            status, tags = self._outcome(trial, stops, spent, seconds)
             counters = tracking.patiently(
                 f"settling {trial}", end_trial_run, self.client, trial, status, tags, runs
             )
@@ -415,10 +464,18 @@ class SweepRuns:
                 lost = "lost with the driver; proposed again"
                 status, tags = "KILLED", {OUTCOME: "lost", STOP_REASON: lost, NOTE: f"{lost}."}
             else:  # it never reported
-                status, tags = stops.outcome(trial, spent, seconds)
+                status, tags = self._outcome(trial, stops, spent, seconds)
             end_if_running(self.client, run.info.run_id, status, tags, run)
         self.client.set_tag(self.parent, "vae_sweep.log_calls", json.dumps(totals))
         return totals
+
+    @staticmethod
+    def _outcome(trial, stops: Stops, spent: int, seconds: float) -> tuple[str, dict]:
+        """How `trial` ended: as decided when Tune ended it, else (a trial whose end the
+        driver did not see) from the sweep's totals now."""
+        if trial.status == "TERMINATED" and trial.trial_id in DECIDED:
+            return DECIDED[trial.trial_id]
+        return stops.outcome(trial, spent, seconds)
 
     def _trial_runs(self) -> dict[str, Run]:
         """The sweep's trial runs by id: one search, not a call per trial."""
@@ -426,16 +483,19 @@ class SweepRuns:
         runs = tracking.search_all(self.client, [self.experiment_id], query)
         return {r.info.run_id: r for r in runs}
 
-    def _interrupted(self, unfinished: list, count: int, expected: int | None) -> None:
+    def _interrupted(self, ended: dict[str, tuple], count: int, expected: int | None) -> None:
+        """End every run of the sweep still RUNNING: as its trial ended (`ended`: trial id ->
+        status and tags), else KILLED, interrupted (also a trial's run opened before its first
+        report, which Tune's state knows nothing of); then the parent; then raise."""
         resume = f"{Path(sys.argv[0]).name} --resume --name {self.name} (same --storage-path)"
         note = {
             OUTCOME: "interrupted",
             STOP_REASON: f"interrupted; continue with {resume}",
             NOTE: f"Interrupted with the sweep; continue it with {resume}.",
         }
-        for trial in unfinished:
-            if run_id := (trial.last_result or {}).get("mlflow_run_id"):
-                end_if_running(self.client, run_id, "KILLED", note)
+        for run in self._trial_runs().values():
+            status, tags = ended.get(run.data.tags.get(TRIAL_ID, ""), ("KILLED", note))
+            end_if_running(self.client, run.info.run_id, status, tags, run)
         sweep_note = f"Sweep {self.name} interrupted, its state saved; continue with {resume}."
         end_if_running(
             self.client, self.parent, "KILLED", {STOP_REASON: note[STOP_REASON], NOTE: sweep_note}

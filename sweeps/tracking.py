@@ -154,6 +154,13 @@ def stepped_images(pngs: list[Path], step: int, into: Path) -> None:
             compress_image_size(image).save(into / f"{stem}+compressed.webp")
 
 
+def image_step(name: str) -> int | None:
+    """The epoch of a file stepped_images wrote (`samples+step+3+timestamp+...png`)."""
+    _, mark, rest = name.partition("+step+")
+    step = rest.partition("+")[0]
+    return int(step) if mark and step.isdigit() else None
+
+
 def search_all(client: MlflowClient, experiment_ids: list[str], query: str, order=None) -> list:
     """Every run `query` finds, a page of 1,000 at a time (search_runs stops at one page)."""
     runs, token = [], None

@@ -148,6 +148,7 @@ def train_trial(params: dict[str, Any], context: SweepContext) -> None:
     run.restore_outbox(kept)
     shutil.rmtree(kept, ignore_errors=True)
     logged = run.steps_logged("val_bpd")  # epochs a restart trains again: not logged twice
+    drawn = run.image_steps_logged()  # and their grids, not drawn twice
     _fail_again_at_once(run)
     with timed(spent, "load_data"):
         data = load_splits(config, progress=False)  # the node cache: prepared once per node
@@ -160,7 +161,7 @@ def train_trial(params: dict[str, Any], context: SweepContext) -> None:
             metrics = {k: record[k] for k in REPORTED if record.get(k) is not None}
             if state.epoch not in logged:
                 run.log_metrics(metrics, step=state.epoch)
-            if state.epoch % context.image_every == 0 or last:
+            if (state.epoch % context.image_every == 0 or last) and state.epoch not in drawn:
                 _log_images(run, state, data)
         timings = {
             "epoch_seconds": record["epoch_seconds"],

@@ -21,6 +21,7 @@ from test_sweep_faults import job_dir, start, trial_runs, trials_lost, wait_for
 from sweeps.checkpoints import damage, restart_point
 from sweeps.finish import _usable
 from sweeps.lifecycle import error_text
+from sweeps.tracking import image_step
 from vae_core import fit, read_checkpoint
 from vae_core.checkpoint import CHECKPOINT_NAME, CheckpointError
 
@@ -109,6 +110,12 @@ def test_a_checkpoint_cut_short_before_resume_restarts_its_trial_and_logs_each_e
     run = runs[0]
     steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_bpd")]
     assert sorted(steps) == [1, 2, 3, 4, 5]  # the retrained epochs are not logged again
+    drawn = [  # and their grids are not drawn again: one file per grid and epoch
+        (a.path.split("+step+")[0], image_step(Path(a.path).name))
+        for a in client.list_artifacts(run.info.run_id, "images")
+        if a.path.endswith(".png")
+    ]
+    assert sorted(drawn) == sorted(set(drawn)) and {s for _, s in drawn} == {1, 2, 3, 4, 5}
     assert run.info.status == "FINISHED" and run.data.tags["vae_sweep.outcome"] == "completed"
     assert said in run.data.tags["vae_sweep.restarted"]
     assert "registered   shapes-vae-smoke version 1" in out

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import threading
 import uuid
 from pathlib import Path
@@ -37,6 +38,7 @@ from hypothesis.stateful import (
     rule,
     run_state_machine_as_test,
 )
+from mlflow.models.utils import MockDbutils
 from mlflow.tracking import MlflowClient
 
 from sweeps import browse
@@ -188,6 +190,12 @@ def test_the_registry_keeps_its_rules_whatever_happens(store, checkpoint):
                 t.start()
             for t in threads:
                 t.join()
+            # MLflow's _mock_dbutils (mlflow/models/utils.py) swaps sys.modules["dbutils"]
+            # while loading a pyfunc's code: two threads in it at once leave its mock there
+            # (the second restores the first's), and Hypothesis' scan of sys.modules then
+            # fails on it. Two sweeps are two processes; these threads share one.
+            if isinstance(sys.modules.get("dbutils"), MockDbutils):
+                del sys.modules["dbutils"]
             assert all(said), "a registration failed"
             numbers = sorted(int(s.version) for s in said)
             by_number = {int(s.version): v for s, v in zip(said, values, strict=True)}

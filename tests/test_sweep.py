@@ -6,6 +6,7 @@ that only reads its results."""
 
 import json
 import os
+import pickle
 import re
 import shutil
 import subprocess
@@ -27,9 +28,9 @@ from PIL import Image
 from ray import tune
 from servers import free_port, start_mlflow_server, stop
 
-from sweeps import cli, shapes
+from sweeps import cli, lifecycle, shapes
 from sweeps.finish import Candidate, non_dominated, pick
-from sweeps.lifecycle import Stops, SweepRuns, end_trial_run, epochs_spent
+from sweeps.lifecycle import EndTrialRuns, Stops, SweepRuns, end_trial_run, epochs_spent
 from sweeps.registry import (
     ModelNotFoundError,
     load_model,
@@ -451,7 +452,9 @@ def front(done, second):
     (job / "smaller.py").write_text(SMALLER)
     flags = ("--num-samples", "4", "--max-concurrent", "2", "--max-epochs", "1", "--name", "rd")
     flags += ("--search", "tpe")  # Optuna's multi-objective TPE
-    result = sweep(job, *flags, "--objective", "rate-distortion", script="smaller.py", smoke=False)
+    flags += ("--objective", "rate-distortion", "--pick", "max-rate=1000")  # any rate: the
+    # member of lowest distortion, picked through the sweep as a user types it
+    result = sweep(job, *flags, script="smaller.py", smoke=False)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     client = MlflowClient(uri)
     parent = next(r for r in runs(uri)[1] if r.data.tags.get("vae_sweep.sweep_name") == "rd")
@@ -504,7 +507,10 @@ def test_the_front_is_on_the_parent_run_and_in_the_registry(done, front):
     for v in versions:
         assert v.tags["vae_sweep.front"].startswith("rate ") and v.tags["sweep_run_id"]
     champion = client.get_registered_model(FRONT).aliases["champion"]
-    assert str(champion) == str(min(rows, key=lambda row: row["val_bpd"])["version"])
+    picked = min(rows, key=lambda row: row["val_mse"])  # --pick max-rate=1000: all within
+    assert str(champion) == str(picked["version"])
+    said = client.get_model_version(FRONT, str(champion)).tags["vae_sweep.picked"]
+    assert "max-rate" in said and said in stdout
     assert f"front        {len(rows)} members" in stdout
     png = client.download_artifacts(parent.info.run_id, "sweep/rate_distortion.png", str(job))
     assert Image.open(png).size[0] > 400
@@ -518,6 +524,8 @@ def test_pick_takes_the_lowest_distortion_within_the_rate_and_the_registry_follo
     members = [Candidate(None, None, row) for row in rows]  # by increasing rate
     chosen, note = pick(members, max(row["val_kl"] for row in rows))
     assert chosen.metrics == min(rows, key=lambda row: row["val_mse"]) and "max-rate" in note
+    best, _ = pick(members, None)  # no --pick: the best val_bpd
+    assert best.metrics == min(rows, key=lambda row: row["val_bpd"])
     lowest, note = pick(members, rows[0]["val_kl"] / 2)  # nothing within: the lowest rate
     assert lowest.metrics == rows[0] and "no member has val_kl <=" in note
     registered = make_champion(uri, FRONT, str(rows[0]["version"]), note)
@@ -567,6 +575,44 @@ def test_a_trial_s_stop_reason_names_what_stopped_it(done):
     finished = next(t for t in trials if t.last_result["epoch"] == EPOCHS)
     status, tags = Stops(EPOCHS, "asha", 1, 1.0).outcome(finished, 99, 99.0)
     assert status == "FINISHED" and tags["vae_sweep.outcome"] == "completed" and STOP not in tags
+
+
+def test_a_time_budget_stops_a_real_sweep_and_says_so(tmp_path):
+    """--time-budget: Tune stops starting and running trials once it is spent; the sweep
+    still ends FINISHED, registers its best, and the runs cut short say the budget ran out."""
+    shutil.copy(REPO / "sweeps" / "shapes.py", tmp_path / "shapes.py")
+    uri = migrated_store(tmp_path / "mlflow.db")
+    flags = ("--num-samples", "50", "--max-concurrent", "1", "--name", "timed")
+    result = sweep(tmp_path, *flags, "--time-budget", "20", "--scheduler", "fifo")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    trials = trial_runs(uri, "timed")
+    assert 0 < len(trials) < 50 and all(r.info.status == "FINISHED" for r in trials)
+    reasons = [r.data.tags.get(STOP, "") for r in trials]
+    assert any(reason.endswith("the sweep's time budget (20 s) ran out") for reason in reasons)
+    assert "registered" in result.stdout
+
+
+def test_a_stop_reason_is_decided_when_tune_ends_the_trial_not_at_settle(done):
+    """A trial ASHA pruned at epoch 2 while the tracking server was away is settled at the
+    sweep's end, when the epoch budget is spent: its run must still say ASHA stopped it. The
+    reason is decided when Tune ends the trial, and survives a driver's restart (Tune saves
+    and restores the callback's state)."""
+    job, _, _ = done
+    trials = tune.ExperimentAnalysis(str(job / "ray" / "first")).trials
+    pruned = next(t for t in trials if t.last_result["epoch"] < EPOCHS)
+    stops = Stops(EPOCHS, "asha", epoch_budget=pruned.last_result["epoch"] + 1)
+    away = f"http://127.0.0.1:{free_port()}"  # nothing listens: the server is away
+    callback = EndTrialRuns(away, stops)
+    lifecycle.DECIDED.clear()
+    callback.on_trial_complete(0, [pruned], pruned)  # the budget not yet spent then
+    state = pickle.loads(pickle.dumps(callback.get_state()))  # as Tune saves it
+    lifecycle.DECIDED.clear()  # a new driver, on --resume
+    EndTrialRuns(away, stops).set_state(state)
+    status, tags = SweepRuns._outcome(pruned, stops, spent=10**6, seconds=0.0)
+    assert (status, tags[STOP]) == ("FINISHED", "stopped early by ASHA after epoch 2")
+    # Without the decision, the totals at settle time would have said otherwise:
+    assert "epoch budget" in stops.outcome(pruned, 10**6, 0.0)[1][STOP]
+    lifecycle.DECIDED.clear()
 
 
 def test_searcher_tells_pruned_complete_and_failed_trials_apart(tmp_path):

@@ -14,7 +14,7 @@ from mlflow.tracking import MlflowClient
 from ray import tune
 from record import record
 
-from sweeps.tracking import PARENT, ROLE, TRIAL_ID
+from sweeps.tracking import OUTCOME, PARENT, ROLE, TRIAL_ID
 
 
 def start(job, *flags, storage=None, home=None, cwd=None):
@@ -163,6 +163,34 @@ def logged_epochs(client, runs) -> int:
     """Epochs logged in all: distinct val_bpd steps per run."""
     history = [client.get_metric_history(r.info.run_id, "val_bpd") for r in runs]
     return sum(len({m.step for m in h}) for h in history)
+
+
+AT_128_PX = AT_64_PX.replace('"image_size": 64', '"image_size": 128')
+
+
+def test_ctrl_c_during_a_first_epoch_leaves_no_run_running(tmp_path):
+    """Ctrl+C while a trial trains its first epoch: its run is open in MLflow, but Tune's
+    state holds no run id for it yet (none reported). Every run of the sweep ends KILLED,
+    outcome interrupted, the parent too, and the message says how to resume."""
+    job = job_dir(tmp_path)
+    (job / "shapes.py").write_text(AT_128_PX)  # a first epoch of several seconds
+    flags = ("--num-samples", "2", "--max-concurrent", "1", "--name", "early")
+    sweep = start(job, *flags)
+    wait_for(sweep, lambda: trial_runs(job), "a trial's run")
+    assert not list((job / "ray" / "early").glob("trial_*/checkpoint_*"))  # no epoch yet
+    sweep.send_signal(signal.SIGINT)
+    _, err = sweep.communicate(timeout=300)
+    assert sweep.returncode == 130, err[-3000:]
+    assert "interrupted with" in err and "--resume --name early" in err
+    client = MlflowClient(f"sqlite:///{job / 'mlflow.db'}")
+    runs = client.search_runs(["1"])
+    (parent,) = [r for r in runs if r.data.tags.get(ROLE) == "sweep"]
+    trials = [r for r in runs if r.data.tags.get(ROLE) == "trial"]
+    assert trials and all(not r.data.metrics.get("val_bpd") for r in trials)  # not vacuous
+    for run in [parent, *trials]:
+        assert run.info.status == "KILLED", run.info.run_name
+        assert run.data.tags["vae_sweep.stop_reason"].startswith("interrupted; continue with")
+    assert all(r.data.tags[OUTCOME] == "interrupted" for r in trials)
 
 
 def test_an_interrupted_then_killed_sweep_resumes_without_duplicates(tmp_path):
