@@ -47,6 +47,7 @@ def postgres(folder: Path):
     data, port = folder / "data", free_port()
     as_postgres(PG_BIN / "initdb", "-D", data, "-A", "trust", "-U", "postgres")
     options = f"-p {port} -k {folder} -c listen_addresses=127.0.0.1"
+    (folder / "options").write_text(options)  # for restart_postgres
     as_postgres(PG_BIN / "pg_ctl", "-D", data, "-l", folder / "log", "-w", "-o", options, "start")
     try:
         for db in ("mlflow", "mlflow_auth"):
@@ -55,6 +56,16 @@ def postgres(folder: Path):
         yield f"postgresql://postgres@127.0.0.1:{port}", pid
     finally:
         as_postgres(PG_BIN / "pg_ctl", "-D", data, "-m", "fast", "stop")
+
+
+def restart_postgres(folder: Path, down: float) -> None:
+    """Stop the PostgreSQL of `folder` (postgres()'s) at once, keep it down `down` seconds,
+    start it again on the same port: what a database host's reboot does to its clients."""
+    data = folder / "data"
+    as_postgres(PG_BIN / "pg_ctl", "-D", data, "-m", "immediate", "stop")
+    time.sleep(down)
+    options = (folder / "options").read_text()
+    as_postgres(PG_BIN / "pg_ctl", "-D", data, "-l", folder / "log", "-w", "-o", options, "start")
 
 
 @contextmanager

@@ -18,6 +18,7 @@ needs is the installed package. Who does what:
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import sys
 import time
@@ -56,12 +57,24 @@ def main(
     interrupted (the sweep can be resumed)."""
     end_without_collecting()
     parser = build_parser(description, defaults or {}, add_flags)
+    spec = None
     try:
-        return run_sweep(parse_spec(search_space, base_config, argv, defaults, parser))
+        spec = parse_spec(search_space, base_config, argv, defaults, parser)
+        return run_sweep(spec)
     except SweepInterrupted as err:
         parser.exit(130, f"{parser.prog}: {err}\n")
     except (ConfigError, ValueError, FileNotFoundError, PrepareError) as err:
         parser.exit(2, f"{parser.prog}: error: {err}\n")
+    except OSError as err:
+        if not _no_space(err) or spec is None:
+            raise
+        # Tune's saves of the sweep's state (and the searcher's) fail the driver outright
+        parser.exit(
+            1,
+            f"{parser.prog}: error: no space left on the device while writing "
+            f"{err.filename or 'the sweep state'} (--storage-path {spec.storage_path}): free "
+            f"space there, then continue with --resume --name {spec.name}\n",
+        )
     except MlflowException as err:  # a login or a permission the tracking server refused
         if (said := tracking.refusal(err)) is None:
             raise
@@ -112,6 +125,11 @@ def run_sweep(spec: SweepSpec) -> Outcome | None:
     except SweepInterrupted:
         raise  # the runs are ended KILLED, waiting for --resume
     except BaseException as err:
+        if not _no_space(err) and preflight.out_of_space(spec.storage_path):
+            # e.g. Tune reading back the error file it cut short: the cause, not the symptom
+            full = OSError(errno.ENOSPC, "No space left on device", spec.storage_path)
+            runs.end("FAILED", full)
+            raise full from err
         runs.end("FAILED", err)
         raise
     counts = runs.outcomes()
@@ -123,6 +141,10 @@ def run_sweep(spec: SweepSpec) -> Outcome | None:
     )
     print_summary(outcome, spec.registry_name)
     return outcome
+
+
+def _no_space(err: BaseException) -> bool:
+    return isinstance(err, OSError) and err.errno == errno.ENOSPC
 
 
 def _parent_params(spec: SweepSpec) -> dict[str, Any]:

@@ -68,6 +68,17 @@ def check_storage(storage: str, trials: int, config: Config) -> None:
         )
 
 
+def out_of_space(storage: str) -> bool:
+    """Whether a local --storage-path has (almost) no space left: what a sweep that failed in
+    Tune's own code (a truncated state or error file it cannot read back) failed of."""
+    if "://" in storage:
+        return False
+    try:
+        return shutil.disk_usage(storage).free < 2**20
+    except OSError:
+        return False
+
+
 @ray.remote(num_cpus=0)
 def _read_problem(config: dict) -> str | None:
     """What keeps this node from reading the data; with download, it fetches and prepares it

@@ -408,6 +408,13 @@ def test_a_disk_that_fills_up_fails_the_trial_naming_the_path(tmp_path):
                 pass
         out, err = sweep.communicate(timeout=600)
         (disk / "filler").unlink()
+    # The driver stops too (Tune cannot save its state, or read back the error file it cut
+    # short), saying why and how to go on: not a traceback.
+    assert sweep.returncode == 1, err[-3000:]
+    assert f"no space left on the device while writing {disk / 'ray'}" in err or (
+        "no space left on the device while writing" in err and str(disk / "ray") in err
+    ), err[-3000:]
+    assert "then continue with --resume --name full" in err
     runs = trial_runs(job)
     assert len(runs) == 1 and runs[0].info.status == "FAILED", err[-3000:]
     error = runs[0].data.tags["vae_sweep.error"]
