@@ -3,7 +3,7 @@
 at once, on a real SQLite store) run far past the suite's few dozen steps, with randomised
 draws, and every violation of the rules counted.
 
-    python benchmarks/registry_rules.py                       # 10,000 steps; RELIABILITY.md
+    python benchmarks/registry_rules.py                       # ~12,000 steps, 27 min
     python benchmarks/registry_rules.py --examples 8 --steps 25   # a short look
 
 Writes benchmarks/results/registry_rules.json and the "Registry rules" section of
@@ -71,8 +71,9 @@ def report(result: dict, examples: int, steps: int) -> str:
 
 `{command()}` at commit {commit()} on {machine()}: {result["seconds"] / 60:.0f} min.
 
-`{TEST}`'s Hypothesis state machine, {examples} machines of up to {steps} steps with random
-draws, each a new registered model in one real SQLite store: registrations of random
+`{TEST}`'s Hypothesis state machine ({examples} examples asked, {result["machines"]} machines
+run) of up to {steps} steps with random draws, each a new registered model in one real SQLite
+store: registrations of random
 `val_bpd` values (some missing) under the model's key and, one in ten, another key; hand
 promotions (`vae-sweep promote`) and `--pick` choices; deletions (`vae-sweep delete`); two
 sweeps registering at once from two threads. After every step the store's aliases are checked
@@ -91,7 +92,7 @@ Target: 10,000 steps, zero violations: **{"met" if met else "not met"}**.
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--examples", type=int, default=400, help="machines (default 400)")
+    parser.add_argument("--examples", type=int, default=500, help="examples (default 500)")
     parser.add_argument("--steps", type=int, default=25, help="steps per machine (default 25)")
     args = parser.parse_args()
     result = run(args.examples, args.steps)
