@@ -497,9 +497,11 @@ it reported by the sweep itself:
 |---|---|
 {figures}
 
-Epochs logged but not trained (Tune's state ends before them: a trial's run logged an epoch
-whose result Tune never saved, its driver killed in between, and the trial ended before
-training that epoch again):{named}
+Epochs logged but not trained, as Tune counts: a try of the trial trained the epoch and
+logged it (the run is told first, then Tune, so that no epoch Tune counts is ever missing from
+the run), then died before Tune saved its report (its worker or node killed, or the driver);
+the retry started from the checkpoint before it and the trial ended (failed for good, or
+stopped) before training that epoch again. A real point, of a try Tune forgot:{named}
 
 Target: at least 100 faults, no epoch lost or logged twice: **{verdict}**.
 """
