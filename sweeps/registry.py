@@ -40,6 +40,7 @@ import os
 import shutil
 import sys
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -89,17 +90,24 @@ class Registered:
     previous_champion: str | None
 
 
+# The fluent tracking URI is the process's (an environment variable): one user at a time.
+_FLUENT = threading.RLock()
+
+
 @contextmanager
 def using_tracking_uri(uri: str) -> Iterator[None]:
     """MLflow's fluent API (log_model needs it) on `uri`, then the previous URI again:
     mlflow.set_tracking_uri also sets $MLFLOW_TRACKING_URI, which would leak into every
-    process started afterwards."""
-    before = os.environ.get("MLFLOW_TRACKING_URI")
-    mlflow.set_tracking_uri(uri)
-    try:
-        yield
-    finally:
-        mlflow.set_tracking_uri(before)  # None unsets the variable again
+    process started afterwards. Held by one thread at a time: two interleaved would restore
+    each other's URI (found by tests/test_registry_rules.py, whose leaked URI sent a later
+    test's sweep to its store)."""
+    with _FLUENT:
+        before = os.environ.get("MLFLOW_TRACKING_URI")
+        mlflow.set_tracking_uri(uri)
+        try:
+            yield
+        finally:
+            mlflow.set_tracking_uri(before)  # None unsets the variable again
 
 
 def signature_for(channels: int, size: int) -> ModelSignature:

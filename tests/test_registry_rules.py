@@ -185,6 +185,7 @@ def test_the_registry_keeps_its_rules_whatever_happens(store, checkpoint):
             def one(i: int) -> None:
                 said[i] = self._register(MODEL_KEY, values[i])
 
+            tracking_uri_before = os.environ.get("MLFLOW_TRACKING_URI")
             threads = [threading.Thread(target=one, args=(i,)) for i in range(2)]
             for t in threads:
                 t.start()
@@ -197,6 +198,8 @@ def test_the_registry_keeps_its_rules_whatever_happens(store, checkpoint):
             if isinstance(sys.modules.get("dbutils"), MockDbutils):
                 del sys.modules["dbutils"]
             assert all(said), "a registration failed"
+            # nothing of one registration's process-wide settings outlives it
+            assert os.environ.get("MLFLOW_TRACKING_URI") == tracking_uri_before
             numbers = sorted(int(s.version) for s in said)
             by_number = {int(s.version): v for s, v in zip(said, values, strict=True)}
             for number in numbers:
