@@ -22,6 +22,7 @@ docs/RELIABILITY.md. tests/test_chaos.py runs a small one in the suite. Ray's ow
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import random
 import shutil
@@ -196,9 +197,9 @@ class Harness:
             what = f"down {down:.1f} s"
         elif kind == "storage disk full":
             storage = self.folder / "ray"
-            filler, free = storage / ".filler", shutil.disk_usage(storage).free
+            filler = storage / ".filler"
             with open(filler, "wb") as f:  # every byte left: the next write gets ENOSPC
-                os.posix_fallocate(f.fileno(), 0, free)
+                free = fill(f.fileno(), storage)
             held = self.rng.uniform(2, 8)
             time.sleep(held)
             filler.unlink()
@@ -278,6 +279,22 @@ class Harness:
             self.heal()
             time.sleep(2)
         return self.driver.returncode
+
+
+def fill(fd: int, storage: Path) -> int:
+    """Allocate what is free on `storage` to the file `fd` (the trials write meanwhile: less
+    each try, down to 4 KiB); the bytes taken."""
+    size, request = 0, shutil.disk_usage(storage).free
+    while request >= 4096:
+        try:
+            os.posix_fallocate(fd, size, request)
+            size += request
+            request = shutil.disk_usage(storage).free
+        except OSError as err:
+            if err.errno != errno.ENOSPC:
+                raise
+            request //= 2
+    return size
 
 
 def _signal(pid: int, sig: int) -> None:
