@@ -264,13 +264,25 @@ def error_text(trial) -> str:
 
 
 def end_if_running(
-    client: MlflowClient, run_id: str, status: str, tags: dict[str, str], run: Run | None = None
+    client: MlflowClient,
+    run_id: str,
+    status: str,
+    tags: dict[str, str],
+    run: Run | None = None,
+    final: bool = False,
 ) -> bool:
     """End `run_id` with `status` unless it already ended; True if this call ended it. A run
     that ended itself (a trial that ran out of epochs) gets `tags` if it has no outcome yet.
-    `run`: the run as the caller just fetched it (one call less)."""
+    `final`: Tune's own end of the trial (ERROR), which overrules another outcome the run
+    holds: that of a try Tune never saved (completed, its driver killed before Tune's save;
+    the retry from the checkpoint before then failed for good). `run`: the run as the caller
+    just fetched it (one call less)."""
     run = run or client.get_run(run_id)
     if run.info.status != RunStatus.to_string(RunStatus.RUNNING):
+        if final and run.data.tags.get(OUTCOME) != tags.get(OUTCOME):
+            client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+            client.set_terminated(run_id, status)
+            return True
         if OUTCOME in tags and OUTCOME not in run.data.tags:  # it ended itself, unsaid how
             client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
         return False
@@ -286,7 +298,8 @@ def end_trial_run(client: MlflowClient, trial, status: str, tags: dict[str, str]
     if not (run_id := result.get("mlflow_run_id")):
         return None
     counters = outbox.deliver(client, run_id, trial.checkpoint, result)
-    end_if_running(client, run_id, status, tags, (runs or {}).get(run_id))
+    final = trial.status == "ERROR"  # Tune's and Optuna's word: the run must agree
+    end_if_running(client, run_id, status, tags, (runs or {}).get(run_id), final)
     return counters
 
 

@@ -91,3 +91,20 @@ def test_a_restarted_trial_knows_which_epochs_have_their_grids(sweep, tmp_path):
     assert open_run(sweep, None).image_steps_logged() == {1, 2}  # found by the trial's id
     assert tracking.image_step(Path("samples+step+12+timestamp+1+x.png").name) == 12
     assert tracking.image_step("samples.png") is None
+
+
+def test_a_trial_tune_ends_in_error_is_failed_whatever_a_forgotten_try_said(sweep):
+    """A try completed the trial and its run said so, but the driver died before Tune saved
+    that; the retry, from the checkpoint before, failed for good. Tune (ERROR) and Optuna
+    (FAIL) say failed: so must the run (the chaos run at seed 0 found it saying completed)."""
+    uri = sweep[0]
+    client = MlflowClient(uri)
+    run = open_run(sweep)
+    run.end("FINISHED", {OUTCOME: "completed", NOTE: "Completed: trained all 6 epochs."})
+    tags = failed("RayActorError: the actor died unexpectedly", 5)
+    assert not end_if_running(client, run.run_id, "FAILED", tags)  # not Tune's final word
+    assert client.get_run(run.run_id).data.tags[OUTCOME] == "completed"
+    assert end_if_running(client, run.run_id, "FAILED", tags, final=True)
+    ended = client.get_run(run.run_id)
+    assert (ended.info.status, ended.data.tags[OUTCOME]) == ("FAILED", "failed")
+    assert ended.data.tags[ERROR] == "RayActorError: the actor died unexpectedly"
