@@ -204,21 +204,16 @@ def delete_version(tracking_uri: str, name: str, version: str) -> str | None:
     if was is not None and str(was.version) != version:
         return str(was.version)
     rule = client.get_registered_model(name).tags
-    versions = sorted(
-        (
-            v
-            for v in client.search_model_versions(f"name = '{name}'")
-            if v.tags.get(KEY) == rule.get(KEY)
-        ),
-        key=lambda v: int(v.version),
+    left = client.search_model_versions(f"name = '{name}'")
+    ours = sorted(
+        (v for v in left if v.tags.get(KEY) == rule.get(KEY)), key=lambda v: int(v.version)
     )
-    if not versions:
+    if not ours:
         return None
-    best = _best(versions, rule)
-    _move_champion(client, name, str(best.version), _newest(client, name))
-    if str(getattr(_alias_version(client, name, CHALLENGER), "version", "")) == str(best.version):
-        client.delete_registered_model_alias(name, CHALLENGER)
-    return str(best.version)
+    best = str(_best(ours, rule).version)
+    _move_champion(client, name, best, max(int(v.version) for v in left))
+    _drop_challenger(client, name, best)
+    return best
 
 
 def _log_model(client: MlflowClient, run_id: str, checkpoint: Path, weights: str) -> str:
@@ -283,8 +278,7 @@ def _settle_aliases(client: MlflowClient, name: str, version: str) -> Registered
         _move_champion(client, name, str(best.version), newest)
     champion = _alias_version(client, name, CHAMPION)
     if str(champion.version) == version:
-        if str(getattr(_alias_version(client, name, CHALLENGER), "version", "")) == version:
-            client.delete_registered_model_alias(name, CHALLENGER)
+        _drop_challenger(client, name, version)
         previous = str(first.version) if first and str(first.version) != version else None
         return Registered(name, version, CHAMPION, previous)
     _racing(client.set_registered_model_alias, name, CHALLENGER, version)
@@ -340,6 +334,13 @@ def _racing(write: Callable, *args) -> None:
             said = str(err)
             if attempt == 2 or not ("UNIQUE constraint" in said or "duplicate key" in said):
                 raise
+
+
+def _drop_challenger(client: MlflowClient, name: str, version: str) -> None:
+    """The challenger alias off `version`, which is champion now."""
+    challenger = _alias_version(client, name, CHALLENGER)
+    if challenger is not None and str(challenger.version) == version:
+        client.delete_registered_model_alias(name, CHALLENGER)
 
 
 def _newest(client: MlflowClient, name: str) -> int:
